@@ -1,0 +1,77 @@
+"""Content-addressed JSON cache on disk, shared by the cue cache and the response cache.
+
+Why JSON: a cache directory is often copied between machines and colleagues; loading
+it must never execute code (no pickle). Entries are written atomically (temp file +
+rename), so a crash leaves either the old entry or the new one, never half of one.
+Deleting the directory is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def stable_key(*parts: Any) -> str:
+    """sha256 of a canonical JSON encoding of ``parts`` (dict order does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SOVTP_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sovtp"
+
+
+class JsonCache:
+    """A namespace of JSON entries under ``root/namespace/ab/abcdef....json``."""
+
+    def __init__(self, root: Path | str | None, namespace: str) -> None:
+        self.enabled = root is not None
+        self.dir = Path(root) / namespace if root is not None else Path(".")
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Any | None:
+        if not self.enabled:
+            return None
+        path = self._path(key)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = json.load(fh)
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError):
+            # A damaged entry is a miss, never a crash: it will be rewritten.
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        if not self.enabled:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(value, fh, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise

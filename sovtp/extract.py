@@ -1,0 +1,172 @@
+"""Cue extraction: the extractor plugin interface, its entry-point registry, and the
+runner that orders extractors by what they need, caches each one's output and records
+the ones that could not run.
+
+Third-party packages add extractors without touching sovtp by declaring, in their
+own ``pyproject.toml``::
+
+    [project.entry-points."sovtp.extractors"]
+    my_cue = "my_package.module:MyExtractor"
+
+Listing plugins (``sovtp extractors``) reads entry-point metadata only; a plugin's
+module (and its heavy imports) loads only when the plugin is used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from sovtp.cache import JsonCache, stable_key
+from sovtp.types import Clip, Cues
+
+ENTRY_POINT_GROUP = "sovtp.extractors"
+
+
+class ExtractorUnavailable(RuntimeError):
+    """Raised by an extractor that cannot run here (missing package or weights).
+    The message is one sentence naming the fix; the run continues without this cue."""
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """A cue extractor plugin.
+
+    ``provides`` / ``requires`` are cue kinds ("faces", "landmarks", "aus", "pose",
+    "scene", "expressions"); the runner runs providers before the extractors that
+    require them. ``params`` must hold every setting that changes the output: it is part
+    of the cache key together with ``version`` and the clip's content hash.
+    ``extract`` returns a partial :class:`Cues` holding only what this extractor adds
+    (it may read, never mutate, the cues found so far).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    provides: ClassVar[tuple[str, ...]]
+    requires: ClassVar[tuple[str, ...]]
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    def extract(self, clip: Clip, cues: Cues) -> Cues: ...
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``sovtp extractors`` shows, read from entry-point metadata alone."""
+
+    name: str
+    target: str  # "module:attr"
+    distribution: str | None
+
+
+def installed_plugins() -> list[PluginInfo]:
+    """The installed extractor plugins, without importing any of them."""
+    found: dict[str, PluginInfo] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        found.setdefault(ep.name, PluginInfo(ep.name, ep.value, dist.name if dist is not None else None))
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+def load_extractor(name: str, **params: Any) -> Extractor:
+    """Import and instantiate the plugin registered under ``name``."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            factory = ep.load()
+            return factory(**params)
+    known = ", ".join(p.name for p in installed_plugins()) or "none"
+    raise KeyError(f"no extractor named {name!r} is installed (installed: {known}); check the name or install its package")
+
+
+def order_extractors(extractors: Sequence[Extractor]) -> list[Extractor]:
+    """Topological order by provides/requires; a requirement nobody provides is left for
+    the extractor itself to report (it will be skipped with its reason)."""
+    remaining = list(extractors)
+    provided: set[str] = set()
+    ordered: list[Extractor] = []
+    all_provided = {kind for e in extractors for kind in e.provides}
+    while remaining:
+        progress = False
+        for ext in list(remaining):
+            needs = [r for r in ext.requires if r in all_provided]
+            if all(r in provided for r in needs):
+                ordered.append(ext)
+                provided.update(ext.provides)
+                remaining.remove(ext)
+                progress = True
+        if not progress:
+            names = ", ".join(e.name for e in remaining)
+            raise ValueError(f"extractors {names} require each other in a cycle; remove one of them")
+    return ordered
+
+
+@dataclass
+class ExtractionReport:
+    cues: Cues
+    seconds: dict[str, float]  # extractor name -> seconds spent (0 on a cache hit)
+    cache_hits: list[str]
+
+
+def run_extractors(
+    clip: Clip,
+    extractors: Iterable[Extractor],
+    cache: JsonCache | None = None,
+    sampling_key: Any = None,
+) -> ExtractionReport:
+    """Run ``extractors`` on ``clip`` in dependency order.
+
+    Each output is cached under the clip's content hash, the sampling that chose the
+    frames, the extractor's name/version/params and the keys of everything it builds on,
+    so changing an upstream extractor invalidates downstream cues but nothing else.
+    """
+    cues = Cues()
+    seconds: dict[str, float] = {}
+    hits: list[str] = []
+    keys_by_kind: dict[str, str] = {}
+    for ext in order_extractors(list(extractors)):
+        upstream = sorted(keys_by_kind[k] for k in ext.requires if k in keys_by_kind)
+        key = stable_key("cues", clip.content_hash, sampling_key, ext.name, ext.version, dict(ext.params), upstream)
+        t0 = time.perf_counter()
+        stored = cache.get(key) if cache is not None else None
+        if stored is not None:
+            patch = Cues.model_validate(stored)
+            hits.append(ext.name)
+        else:
+            missing = [r for r in ext.requires if r not in _kinds_present(cues)]
+            if missing:
+                patch = Cues(skipped={ext.name: f"{ext.name} needs {', '.join(missing)} cues, which no extractor provided for this clip"})
+            else:
+                try:
+                    patch = ext.extract(clip, cues)
+                    patch = patch.model_copy(update={"ran": {**patch.ran, ext.name: ext.version}})
+                except ExtractorUnavailable as exc:
+                    patch = Cues(skipped={ext.name: str(exc)})
+            if cache is not None and ext.name not in patch.skipped:
+                cache.put(key, patch.model_dump(mode="json"))
+        seconds[ext.name] = time.perf_counter() - t0
+        cues = cues.merged(patch)
+        if ext.name in patch.ran:
+            for kind in ext.provides:
+                keys_by_kind[kind] = key
+    return ExtractionReport(cues=cues, seconds=seconds, cache_hits=hits)
+
+
+def _kinds_present(cues: Cues) -> set[str]:
+    kinds: set[str] = set()
+    if cues.faces:
+        kinds.add("faces")
+        if any(o.landmarks for f in cues.faces for o in f.observations):
+            kinds.add("landmarks")
+    if cues.aus:
+        kinds.add("aus")
+    if cues.poses:
+        kinds.add("pose")
+    if cues.scene is not None:
+        kinds.add("scene")
+    if cues.expressions:
+        kinds.add("expressions")
+    return kinds
