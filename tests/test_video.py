@@ -1,0 +1,87 @@
+"""Video ingestion on real clips, and every way a file can be unusable."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sovtp.video import MediaError, read_clip, uniform_positions
+
+
+def test_uniform_positions_cover_the_clip_evenly():
+    assert uniform_positions(80, 8) == [5, 15, 25, 35, 45, 55, 65, 75]
+    assert uniform_positions(3, 8) == [0, 1, 2]
+    assert uniform_positions(0, 8) == []
+
+
+def test_real_clip_gives_n_frames_with_increasing_timestamps(media: Path):
+    clip = read_clip(media / "single_face.mp4", num_frames=8)
+    assert len(clip.frames) == 8 and not clip.is_image
+    assert (clip.width, clip.height) == (640, 360)
+    times = [f.timestamp for f in clip.frames]
+    assert times == sorted(times) and times[0] > 0 and times[-1] < clip.duration
+    assert [f.position for f in clip.frames] == list(range(8))
+    for f in clip.frames:
+        assert f.image.shape == (360, 640, 3) and f.image.dtype == np.uint8
+    # timestamps come from the stream, not from a guess: index / fps matches them here (CFR)
+    assert all(abs(f.index / clip.fps - f.timestamp) < 1.5 / clip.fps for f in clip.frames)
+
+
+def test_image_is_a_one_frame_clip(media: Path):
+    clip = read_clip(media / "multi_face.jpg")
+    assert clip.is_image and len(clip.frames) == 1
+    assert clip.frames[0].image.shape == (667, 1000, 3)
+
+
+def test_max_side_downscales(media: Path):
+    clip = read_clip(media / "no_face.mp4", num_frames=2, max_side=480)
+    assert max(clip.width, clip.height) == 480
+    assert clip.frames[0].image.shape[:2] == (clip.height, clip.width)
+
+
+def test_content_hash_follows_bytes_not_name(media: Path, tmp_path: Path):
+    a = tmp_path / "a.mp4"
+    shutil.copy(media / "single_face.mp4", a)
+    b = tmp_path / "renamed clip.mp4"
+    shutil.copy(a, b)
+    assert read_clip(a, 1).content_hash == read_clip(b, 1).content_hash
+
+
+@pytest.mark.parametrize(
+    "name, data, phrase",
+    [
+        ("empty.mp4", b"", "empty"),
+        ("text.mp4", b"hello, I am a text file\n" * 20, "not a valid video"),
+        ("text.jpg", b"not an image" * 10, "not a readable image"),
+    ],
+)
+def test_unusable_files_raise_one_sentence(tmp_path: Path, name: str, data: bytes, phrase: str):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(MediaError) as info:
+        read_clip(p)
+    msg = str(info.value)
+    assert phrase in msg and name in msg and "\n" not in msg
+
+
+def test_truncated_video_keeps_what_decodes_or_says_why(media: Path, tmp_path: Path):
+    data = (media / "WolfgangLanger_Pexels.mp4").read_bytes()
+    p = tmp_path / "truncated.mp4"
+    p.write_bytes(data[: len(data) // 3])
+    try:
+        clip = read_clip(p, num_frames=8)
+    except MediaError as exc:
+        assert "truncated.mp4" in str(exc)
+    else:
+        assert 1 <= len(clip.frames) <= 8
+        assert all(f.image.shape == (360, 640, 3) for f in clip.frames)
+
+
+def test_header_only_fragment_is_an_error(media: Path, tmp_path: Path):
+    p = tmp_path / "stub.mp4"
+    p.write_bytes((media / "single_face.mp4").read_bytes()[:2000])
+    with pytest.raises(MediaError):
+        read_clip(p)
