@@ -1,0 +1,4 @@
+"""Evaluation: labelled datasets, metrics (``sovtp.eval.metrics``), prompt ablation and reports.
+
+Nothing heavy is imported here; each submodule loads numpy/matplotlib when used.
+"""

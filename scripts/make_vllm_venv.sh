@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 VENV="${1:-.venv-vllm}"
 PY="${PYTHON:-python3.11}"
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, sovtp" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, sovtp, torchvision" 2>/dev/null; then
   echo "$VENV already has vllm and sovtp"
   exit 0
 fi
@@ -29,4 +29,12 @@ fi
 # sovtp itself, with its light deps only (no mediapipe / opencv).
 "$VENV/bin/pip" install -q av pillow jinja2 pydantic typer rich openai httpx
 "$VENV/bin/pip" install -q --no-deps -e .
+# vLLM imports torchvision (a CUDA build here) in subprocesses of its own; when that
+# import is broken, a .pth hook declares the missing op schemas at interpreter start.
+if ! "$VENV/bin/python" -c "import torchvision" 2>/dev/null; then
+  SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  SHIM="$(pwd)/sovtp/backends/_torchvision_shim.py"
+  echo "import importlib.util as _u; _s = _u.spec_from_file_location('_sovtp_tv_shim', '$SHIM'); _m = _u.module_from_spec(_s); _s.loader.exec_module(_m); _m.install_hook()" > "$SITE/sovtp_torchvision_shim.pth"
+  "$VENV/bin/python" -c "import torchvision" && echo "torchvision shim installed"
+fi
 "$VENV/bin/python" -c "import vllm, sovtp; print('vllm', vllm.__version__, 'ready in $VENV')"

@@ -33,11 +33,7 @@ def ensure_torchvision() -> bool:
             raise
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
-    import torch
-
-    _LIB = torch.library.Library("torchvision", "DEF")
-    _LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _define_ops()
     import torchvision
     import torchvision.io as tvio
 
@@ -59,3 +55,32 @@ def ensure_torchvision() -> bool:
 
 def shim_applied() -> bool:
     return _applied
+
+
+def _define_ops() -> None:
+    global _LIB
+    if _LIB is not None:
+        return
+    import torch
+
+    _LIB = torch.library.Library("torchvision", "DEF")
+    _LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+class _Hook:
+    """A meta-path finder that declares the op schemas just before torchvision is first
+    imported. Installed at interpreter start (a .pth file) only in an environment known
+    to have the broken build — scripts/make_vllm_venv.sh does that for .venv-vllm,
+    because vLLM imports torchvision in subprocesses sovtp does not control."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            _define_ops()
+        return None
+
+
+def install_hook() -> None:
+    if not any(isinstance(f, _Hook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Hook())

@@ -1,0 +1,488 @@
+"""Prompt ablation: every combination of a grid of settings, run on the same items,
+compared against a named baseline with paired statistics.
+
+Layout of ``DIR``::
+
+    DIR/plan.json                  the grid, the variants and their settings
+    DIR/results/<variant>.jsonl    one results file per variant (resumable)
+    DIR/runs.jsonl                 one line per variant per invocation (skipped, ran, cue cache)
+    DIR/report/                    summary.md, report.html, summary.json, manifest.json
+
+Why it is cheap: all variants share the extractor settings, so the cue cache (keyed on
+the clip's content hash, the sampling and the extractor) makes every video's cues
+computed once and reused by all variants; the response cache answers any prompt seen
+before; the model and the extractor models load once for the whole grid. Why it
+survives interruptions: each variant's results file is the pipeline's resumable JSONL,
+so rerunning the same command completes only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sovtp.inputs import InputItem
+from sovtp.labels import LabelSet
+from sovtp.types import Result
+
+# grid axis -> RunConfig field
+AXES: dict[str, str] = {
+    "visual": "visual",
+    "cues": "include_cues",
+    "template": "template",
+    "layout": "layout",
+    "frames": "num_frames",
+    "sampling": "sampling",
+    "target": "target",
+    "structured": "structured",
+    "privacy": "privacy",
+    "model": "model",
+    "per_face": "per_face",
+}
+CUE_ALIASES = {
+    "au": "aus",
+    "aus": "aus",
+    "pose": "pose",
+    "faces": "faces",
+    "landmarks": "landmarks",
+    "scene": "scene",
+    "expressions": "expressions",
+    "others": "expressions",
+}
+FACE_BINS = ("0", "1", "2-3", "4+")
+
+
+class AblationError(ValueError):
+    """A grid or baseline that cannot be run as given; the message names the fix."""
+
+
+def parse_cues(value: str) -> frozenset[str] | None:
+    """``all`` -> None (every cue), ``none`` -> nothing, ``au+pose`` -> {aus, pose}."""
+    v = value.strip().lower()
+    if v == "all":
+        return None
+    if v == "none":
+        return frozenset()
+    parts = [p for p in re.split(r"[+&]", v) if p]
+    unknown = [p for p in parts if p not in CUE_ALIASES]
+    if unknown:
+        raise AblationError(
+            f"unknown cue kind(s) {', '.join(unknown)} in cues={value}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(CUE_ALIASES.values())))}"
+        )
+    return frozenset(CUE_ALIASES[p] for p in parts)
+
+
+def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
+    """``["visual=none,numbered", "cues=none,au"]`` -> {"visual": [...], "cues": [...]}."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise AblationError(f"--grid {spec!r} needs the form axis=value1,value2 (axes: {', '.join(AXES)})")
+        axis, _, values = spec.partition("=")
+        axis = axis.strip().lower()
+        if axis not in AXES:
+            raise AblationError(f"--grid axis {axis!r} is not one of {', '.join(AXES)}")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise AblationError(f"--grid {axis}= lists no values; give at least one")
+        if len(set(vals)) != len(vals):
+            raise AblationError(f"--grid {axis}= lists a value twice ({values})")
+        grid.setdefault(axis, [])
+        grid[axis] += [v for v in vals if v not in grid[axis]]
+    if not grid:
+        raise AblationError("give at least one --grid axis=value1,value2 (e.g. --grid visual=none,numbered)")
+    return grid
+
+
+def _setting(axis: str, value: str) -> Any:
+    if axis == "cues":
+        return parse_cues(value)
+    if axis == "frames":
+        try:
+            return int(value)
+        except ValueError:
+            raise AblationError(f"frames={value} is not a whole number") from None
+    if axis == "per_face":
+        return value.lower() in ("1", "true", "yes", "on")
+    if axis in ("visual", "layout") and value.lower() == "default":
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # "visual=none,cues=au,template=direct"
+    settings: dict[str, str]  # axis -> value as given
+    config: Any  # sovtp.pipeline.RunConfig
+
+    @property
+    def slug(self) -> str:
+        """A file-system-safe name for the results file."""
+        text = "__".join(f"{k}-{v}" for k, v in self.settings.items())
+        return re.sub(r"[^A-Za-z0-9+._-]+", "_", text)[:180] or "variant"
+
+
+def expand_grid(grid: Mapping[str, Sequence[str]], base: Any) -> list[Variant]:
+    """Every combination, in grid order (the last axis varies fastest)."""
+    axes = list(grid)
+    variants = []
+    for combo in itertools.product(*(grid[a] for a in axes)):
+        settings = dict(zip(axes, combo, strict=False))
+        changes = {AXES[a]: _setting(a, v) for a, v in settings.items()}
+        name = ",".join(f"{a}={v}" for a, v in settings.items())
+        variants.append(Variant(name, settings, replace(base, **changes)))
+    return variants
+
+
+def find_variant(variants: Sequence[Variant], spec: str | None) -> Variant:
+    """The baseline: an exact variant name, its file slug, or a subset of settings that
+    picks exactly one variant (``template=direct,visual=none``). None: the first."""
+    if not spec:
+        return variants[0]
+    for v in variants:
+        if spec in (v.name, v.slug):
+            return v
+    wanted: dict[str, str] = {}
+    for part in spec.split(","):
+        axis, sep, value = part.partition("=")
+        if not sep:
+            break
+        wanted[axis.strip().lower()] = value.strip()
+    matches = [v for v in variants if wanted and all(v.settings.get(a) == val for a, val in wanted.items())]
+    if len(matches) == 1:
+        return matches[0]
+    names = "; ".join(v.name for v in variants[:8]) + (" ..." if len(variants) > 8 else "")
+    reason = "matches several variants" if len(matches) > 1 else "matches no variant"
+    raise AblationError(f"--baseline {spec!r} {reason}; name one variant exactly (e.g. {variants[0].name}). Variants: {names}")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _backend_key(cfg: Any) -> str:
+    return json.dumps(
+        [cfg.backend, cfg.model, cfg.backend_options, cfg.concurrency, cfg.image_max_side, str(cfg.cache_dir)], sort_keys=True, default=str
+    )
+
+
+def _extractor_key(cfg: Any) -> str:
+    return json.dumps([list(cfg.extractors), cfg.extractor_params], sort_keys=True, default=str)
+
+
+def run_variants(
+    items: Sequence[InputItem],
+    variants: Sequence[Variant],
+    out_dir: Path | str,
+    progress: Callable[[Variant, Result], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every variant into ``out_dir/results/<slug>.jsonl`` (resuming each), sharing
+    one backend per model and one set of extractor instances. Returns one stats dict
+    per variant (also appended to ``out_dir/runs.jsonl``)."""
+    return asyncio.run(_run_variants(items, variants, Path(out_dir), progress))
+
+
+async def _run_variants(items, variants, out_dir: Path, progress) -> list[dict[str, Any]]:
+    from sovtp import pipeline
+
+    make_backend = getattr(pipeline, "_make_backend", None)
+    backends: dict[str, Any] = {}
+    extractor_sets: dict[str, list] = {}
+    stats: list[dict[str, Any]] = []
+    (out_dir / "results").mkdir(parents=True, exist_ok=True)
+    try:
+        for v in variants:
+            cfg = v.config
+            bkey, ekey = _backend_key(cfg), _extractor_key(cfg)
+            if make_backend is not None and bkey not in backends:
+                backends[bkey] = make_backend(cfg)
+            preparer = pipeline.Preparer(cfg, extractors=extractor_sets.get(ekey))
+            extractor_sets.setdefault(ekey, preparer.extractors)
+            cb = (lambda r, v=v: progress(v, r)) if progress is not None else None
+            started = time.time()
+            summary = await pipeline.run_items_async(
+                items, cfg, out_dir / "results" / f"{v.slug}.jsonl", progress=cb, backend=backends.get(bkey), preparer=preparer
+            )
+            row = {
+                "variant": v.name,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "seconds": round(summary.seconds, 3),
+                "total": summary.total,
+                "skipped_already_done": summary.skipped,
+                "ok": summary.ok,
+                "invalid": summary.invalid,
+                "errors": summary.errors,
+                "extractor_runs": dict(summary.extractor_runs),
+                "cue_cache_hits": summary.cue_cache_hits,
+                "cue_cache_misses": summary.cue_cache_misses,
+            }
+            with open(out_dir / "runs.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            stats.append(row)
+    finally:
+        for b in backends.values():
+            await b.aclose()
+    return stats
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def face_bin(n: int) -> str:
+    return "0" if n <= 0 else "1" if n == 1 else "2-3" if n <= 3 else "4+"
+
+
+def variant_records(path: Path, config: Any, wanted: set[str]) -> dict[str, Result]:
+    """This variant's record per item path: only records made with exactly this config
+    (an earlier ablation with other settings may have left others in the file)."""
+    from sovtp.pipeline import run_key_for
+    from sovtp.results import load_results
+
+    found: dict[str, Result] = {}
+    for r in load_results(path):
+        if r.path not in wanted:
+            continue
+        if r.content_hash and r.run_key != run_key_for(r.content_hash, config):
+            continue
+        found[r.path] = r
+    return found
+
+
+def summarize(
+    items: Sequence[InputItem],
+    variants: Sequence[Variant],
+    out_dir: Path | str,
+    labels: LabelSet,
+    baseline: Variant,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Result]]]:
+    """The ablation table from the results files: (summary dict, Scores per variant,
+    records per variant). Items not (yet) finished in a variant are left out of its
+    row and of its paired comparisons; the row's ``n`` says how many were scored."""
+    from sovtp.eval import metrics as M
+    from sovtp.eval.datasets import fingerprint
+
+    out_dir = Path(out_dir)
+    gt = {it.display: it.meta["label"] for it in items}
+    tiers = {it.display: str(it.meta["tier"]) for it in items if it.meta.get("tier") not in (None, "")}
+    records = {v.name: variant_records(out_dir / "results" / f"{v.slug}.jsonl", v.config, set(gt)) for v in variants}
+    faces: dict[str, int] = {}
+    for recs in records.values():
+        for p, r in recs.items():
+            faces[p] = max(faces.get(p, 0), len(r.face_ids))
+
+    def pred(r: Result) -> str | None:
+        return r.label if r.status == "ok" else None
+
+    scores: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    base_recs = records[baseline.name]
+    for v in variants:
+        recs = records[v.name]
+        paths = [p for p in gt if p in recs]
+        row: dict[str, Any] = {"name": v.name, "slug": v.slug, "settings": v.settings, "n": len(paths), "missing": len(gt) - len(paths)}
+        if not paths:
+            row["metrics"] = dict.fromkeys(("war", "uar", "macro_f1", "weighted_f1", "invalid_rate"), float("nan"))
+            rows.append(row)
+            continue
+        yt = [gt[p] for p in paths]
+        yp = [pred(recs[p]) for p in paths]
+        s = M.score(yt, yp, labels, bootstrap=n_boot, seed=seed)
+        scores[v.name] = s
+        row["metrics"] = {m: s.metric(m) for m in (*M.METRICS, "invalid_rate")}
+        row["ci95"] = {k: list(c) for k, c in s.ci.items()}
+        row["per_class"] = s.to_dict()["per_class"]
+        row["prediction_histogram"] = dict(s.histogram)
+        row["confusion"] = s.confusion.tolist()
+        row["template_hashes"] = sorted({r.template_hash for r in recs.values() if r.template_hash})
+        if v.name != baseline.name:
+            shared = [p for p in paths if p in base_recs]
+            if shared:
+                ys = [gt[p] for p in shared]
+                pa = [pred(base_recs[p]) for p in shared]
+                pb = [pred(recs[p]) for p in shared]
+                deltas = M.paired_bootstrap_delta(ys, pa, pb, labels, n_boot=n_boot, seed=seed)
+                row["delta"] = {m: {"delta": d.delta, "ci95": [d.lo, d.hi]} for m, d in deltas.items()}
+                row["mcnemar"] = M.mcnemar_exact(M.correct(ys, pa), M.correct(ys, pb)).to_dict()
+                row["paired_n"] = len(shared)
+        rows.append(row)
+
+    strata: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    groupings = {}
+    if tiers:
+        groupings["tier"] = tiers
+    groupings["faces"] = {p: face_bin(n) for p, n in faces.items()}
+    for by, assign in groupings.items():
+        values = sorted(set(assign.values()), key=lambda x: (FACE_BINS.index(x) if by == "faces" and x in FACE_BINS else 99, x))
+        table: dict[str, list[dict[str, Any]]] = {}
+        for value in values:
+            entries = []
+            for v in variants:
+                recs = records[v.name]
+                paths = [p for p in gt if assign.get(p) == value and p in recs]
+                if not paths:
+                    continue
+                yt = [gt[p] for p in paths]
+                s = M.score(yt, [pred(recs[p]) for p in paths], labels)
+                e = {"variant": v.name, "n": len(paths), "war": s.war, "uar": s.uar, "macro_f1": s.macro_f1, "invalid_rate": s.invalid_rate}
+                if v.name != baseline.name:
+                    shared = [p for p in paths if p in base_recs]
+                    if shared:
+                        hits_b = M.correct([gt[p] for p in shared], [pred(recs[p]) for p in shared])
+                        hits_a = M.correct([gt[p] for p in shared], [pred(base_recs[p]) for p in shared])
+                        e["delta_war"] = float(hits_b.mean() - hits_a.mean())
+                entries.append(e)
+            table[value] = entries
+        strata[by] = table
+
+    scored = [r for r in rows if r["name"] in scores]
+    best = max(scored, key=lambda r: (r["metrics"]["uar"], r["metrics"]["war"]))["name"] if scored else None
+    summary = {
+        "kind": "ablation",
+        "title": "sovtp prompt ablation",
+        "labels_name": labels.name,
+        "labels": list(labels.labels),
+        "n_items": len(gt),
+        "baseline": baseline.name,
+        "best": best,
+        "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%"},
+        "data_fingerprint": fingerprint(items),
+        "variants": rows,
+        "strata": strata,
+    }
+    return summary, scores, records
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def collect_examples(
+    items: Sequence[InputItem],
+    variants: Sequence[Variant],
+    records: Mapping[str, Mapping[str, Result]],
+    summary: Mapping[str, Any],
+    out_dir: Path,
+    count: int = 3,
+) -> list[dict[str, Any]]:
+    """Annotated frames (the best variant's visual prompt) for a few items, captioned with
+    the ground truth and the baseline's and best variant's answers. Never fails the report."""
+    if count <= 0 or not summary.get("best"):
+        return []
+    from sovtp.eval.report import example_from_png
+
+    by_name = {v.name: v for v in variants}
+    best = by_name[summary["best"]]
+    base = by_name[summary["baseline"]]
+    shown = [n for n in dict.fromkeys([base.name, best.name])]
+
+    # prefer items where the two disagree (the interesting ones), then the rest
+    def interesting(it: InputItem) -> int:
+        a, b = records[base.name].get(it.display), records[best.name].get(it.display)
+        return 0 if a and b and a.label != b.label else 1
+
+    chosen = sorted(
+        [it for it in items if it.display in records[best.name] and records[best.name][it.display].status != "error"], key=interesting
+    )[:count]
+    if not chosen:
+        return []
+    try:
+        from sovtp.pipeline import preview_items
+
+        previews = preview_items(chosen, best.config, out_dir / "previews" / best.slug)
+    except Exception:  # previews are decoration; the numbers must still be reported
+        return []
+    examples = []
+    for item, written in previews:
+        if isinstance(written, str):
+            continue
+        pngs = [Path(p) for p in written if str(p).lower().endswith(".png")]
+        if not pngs:
+            continue
+        png = pngs[len(pngs) // 2]
+        preds = {
+            n: (
+                records[n].get(item.display).label
+                if records[n].get(item.display) and records[n][item.display].status == "ok"
+                else "invalid"
+            )
+            for n in shown
+        }
+        ex = example_from_png(png, name=item.path.name, label=item.meta.get("label"), predictions=preds)
+        if ex is not None:
+            examples.append(ex)
+    return examples
+
+
+# --------------------------------------------------------------------------- one call
+
+
+@dataclass
+class AblationOutcome:
+    summary: dict[str, Any]
+    scores: dict[str, Any]
+    report: dict[str, Path]
+    runs: list[dict[str, Any]]
+
+
+def ablate(
+    items: Sequence[InputItem],
+    grid: Mapping[str, Sequence[str]],
+    base: Any,
+    out_dir: Path | str,
+    baseline: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    examples: int = 3,
+    run: bool = True,
+    progress: Callable[[Variant, Result], None] | None = None,
+) -> AblationOutcome:
+    """Run (or with ``run=False`` only re-score) an ablation and write its report."""
+    from sovtp.eval.report import model_fingerprint, versions, write_report
+
+    from sovtp.results import write_json_atomic
+
+    out_dir = Path(out_dir)
+    if not items:
+        raise AblationError("the dataset has no items; check DATA (and --split)")
+    variants = expand_grid(grid, base)
+    base_variant = find_variant(variants, baseline)
+    if len({v.slug for v in variants}) != len(variants):
+        raise AblationError("two variants map to the same results file name; use simpler grid values")
+    write_json_atomic(
+        out_dir / "plan.json",
+        {
+            "grid": dict(grid),
+            "baseline": base_variant.name,
+            "variants": [{"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl"} for v in variants],
+        },
+    )
+    runs = run_variants(items, variants, out_dir, progress) if run else []
+    summary, scores, records = summarize(items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed)
+    shown = collect_examples(items, variants, records, summary, out_dir, examples)
+    manifest = {
+        "sovtp_ablation_manifest": 1,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        "model": model_fingerprint(base.model),
+        "backend": base.backend,
+        "labels": {"name": base.labels.name, "labels": list(base.labels.labels), "ids": list(base.labels.ids) if base.labels.ids else None},
+        "seeds": {"bootstrap": seed, "decoding": base.seed, "temperature": base.temperature},
+        "data": {"fingerprint": summary["data_fingerprint"], "items": len(items)},
+        "grid": dict(grid),
+        "baseline": base_variant.name,
+        "templates": {v.name: sorted({r.template_hash for r in records[v.name].values() if r.template_hash}) for v in variants},
+        "base_config": base.public_dict() if hasattr(base, "public_dict") else {},
+        "variants": {
+            v.name: {"settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()} for v in variants
+        },
+        "runs_this_invocation": runs,
+    }
+    report = write_report(out_dir / "report", summary, scores, manifest, shown)
+    return AblationOutcome(summary, scores, report, runs)

@@ -1,0 +1,271 @@
+"""``sovtp eval score`` and ``sovtp ablate``.
+
+Top-level imports are typer and rich only (``sovtp --help`` must stay fast); numpy,
+matplotlib and the pipeline load inside the commands. The coordinator mounts these with
+``app.add_typer(eval_app, name="eval")`` and ``app.command("ablate")(ablate_command)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+eval_app = typer.Typer(no_args_is_help=True, help="Score predictions and compare prompt variants.", pretty_exceptions_show_locals=False)
+err = Console(stderr=True)
+out = Console()
+
+LabelsOpt = Annotated[
+    str | None, typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line.")
+]
+BootOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals (0: none).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (and of decoding, for ablate).")]
+
+
+def _labels(spec: str | None):
+    from sovtp.labels import load_label_set
+
+    try:
+        return load_label_set(spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]Error:[/] {exc}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """The variant x metrics table (plus strata) on the terminal."""
+    from rich.table import Table
+    from sovtp.eval.report import strata_rows, variant_rows
+
+    header, rows = variant_rows(summary)
+    table = Table(
+        *header, title=f"{summary.get('title', 'evaluation')} — {summary['labels_name']}, {summary['n_items']} items (percent, 95% CI)"
+    )
+    for r in rows:
+        table.add_row(*(c.replace(" [", "\n[") for c in r))
+    out.print(table)
+    for by, h, r in strata_rows(summary):
+        t = Table(*h, title=f"by {by}")
+        for row in r:
+            t.add_row(*row)
+        out.print(t)
+
+
+# --------------------------------------------------------------------------- eval score
+
+
+@eval_app.command("score")
+def score_command(
+    file: Annotated[
+        Path, typer.Argument(help="Predictions: CSV/TSV (header row) or JSONL, e.g. a sovtp results file.", show_default=False)
+    ],
+    gt: Annotated[
+        str | None,
+        typer.Option("--gt", help="Ground-truth column (dotted for nested JSON, e.g. meta.label). Default for sovtp results: meta.label."),
+    ] = None,
+    pred: Annotated[
+        str | None,
+        typer.Option(
+            "--pred", help="Prediction column; a ranked comma-separated list scores its first entry. Default for sovtp results: label."
+        ),
+    ] = None,
+    labels: LabelsOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (summary.md, report.html, summary.json, manifest.json).")
+    ] = None,
+    bootstrap: BootOpt = 1000,
+    seed: SeedOpt = 0,
+) -> None:
+    """Score a predictions file (WAR, UAR, macro/weighted F1, per class, invalid rate) and write a report."""
+    import time
+
+    from sovtp.eval.datasets import DatasetError
+    from sovtp.eval.metrics import score
+    from sovtp.eval.report import per_class_rows, versions, write_report
+    from sovtp.eval.score import read_predictions
+
+    label_set = _labels(labels)
+    try:
+        preds = read_predictions(file, label_set, gt=gt, pred=pred)
+        s = score(preds.y_true, preds.y_pred, label_set, bootstrap=bootstrap, seed=seed)
+    except (DatasetError, ValueError) as exc:
+        raise _fail(exc) from None
+    name = file.stem
+    summary = {
+        "kind": "score",
+        "title": f"sovtp evaluation of {file.name}",
+        "labels_name": label_set.name,
+        "labels": list(label_set.labels),
+        "n_items": s.n,
+        "baseline": None,
+        "best": name,
+        "bootstrap": {"resamples": bootstrap, "seed": seed, "interval": "percentile 95%"},
+        "data_fingerprint": preds.fingerprint,
+        "columns": {"gt": preds.gt_col, "pred": preds.pred_col},
+        "variants": [
+            {
+                "name": name,
+                "n": s.n,
+                "metrics": {m: s.metric(m) for m in ("war", "uar", "macro_f1", "weighted_f1", "invalid_rate")},
+                "ci95": {k: list(v) for k, v in s.ci.items()},
+            }
+        ],
+        "scores": s.to_dict(),
+    }
+    print_table(summary)
+    from rich.table import Table
+
+    h, r = per_class_rows(s)
+    t = Table(*h, title="per class (percent)")
+    for row in r:
+        t.add_row(*row)
+    out.print(t)
+    top, share = s.collapse
+    out.print(
+        f"Most predicted answer: [bold]{top}[/] ({100 * share:.1f}% of items); invalid answers: {s.n_invalid} ({100 * s.invalid_rate:.1f}%)."
+    )
+    if out_dir is not None:
+        manifest = {
+            "sovtp_score_manifest": 1,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "predictions_file": str(file.resolve()),
+            "predictions_sha256_16": preds.fingerprint,
+            "columns": {"gt": preds.gt_col, "pred": preds.pred_col},
+            "labels": {"name": label_set.name, "labels": list(label_set.labels), "ids": list(label_set.ids) if label_set.ids else None},
+            "seeds": {"bootstrap": seed},
+            "versions": versions(),
+        }
+        paths = write_report(out_dir, summary, {name: s}, manifest)
+        err.print(f"Report written to {paths['html']} (and summary.md, summary.json, manifest.json).")
+
+
+# --------------------------------------------------------------------------- ablate
+
+
+def ablate_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled data: a folder with one subfolder per label, a CSV/JSONL manifest (path,label[,split,fold,tier...]), or hf:owner/name.",
+            show_default=False,
+        ),
+    ],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            "-g",
+            help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, model.",
+        ),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Ablation folder; rerunning with the same folder resumes.")] = Path(
+        "ablation"
+    ),
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Variant to compare against: its name (e.g. visual=none,cues=none,template=direct) or settings picking one. Default: the first.",
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="transformers, openai or vllm.")] = "transformers",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model id or local checkpoint folder.")] = None,
+    labels: LabelsOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only manifest rows (or the Hugging Face split) with this split.")] = None,
+    path_col: Annotated[str | None, typer.Option("--path-col", help="Manifest column with the file path (default: path).")] = None,
+    label_col: Annotated[str | None, typer.Option("--label-col", help="Manifest column with the ground truth (default: label).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items (a pilot run).")] = None,
+    frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")] = 8,
+    structured: Annotated[str, typer.Option("--structured", help="auto, json, choice, rank or off.")] = "auto",
+    extractors: Annotated[
+        str | None, typer.Option("--extractors", help="Comma-separated extractor plugins (default: the standard set).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (key from $OPENAI_API_KEY).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="transformers/vllm device.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
+    max_side: Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")] = 1280,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cue and response cache (default ~/.cache/sovtp); shared by all variants.")
+    ] = None,
+    bootstrap: BootOpt = 1000,
+    seed: SeedOpt = 0,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="Annotated example frames in the HTML report.")] = 3,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Do not run anything; rebuild the table and report from the results files.")
+    ] = False,
+) -> None:
+    """Run every combination of --grid on a labelled dataset and compare the variants to a baseline."""
+    from sovtp.eval.ablation import AblationError, ablate, parse_grid
+    from sovtp.eval.datasets import DatasetError, load_dataset
+
+    from sovtp.pipeline import DEFAULT_EXTRACTORS, RunConfig
+
+    label_set = _labels(labels)
+    if backend not in ("transformers", "openai", "vllm"):
+        raise typer.BadParameter(f"--backend {backend!r} is not one of transformers, openai, vllm")
+    if backend != "openai" and not model and not report_only:
+        raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
+    try:
+        g = parse_grid(grid)
+        items = load_dataset(data, label_set, split=split, path_col=path_col, label_col=label_col)
+    except (AblationError, DatasetError) as exc:
+        raise _fail(exc) from None
+    if limit:
+        items = items[:limit]
+    options: dict[str, Any] = {}
+    if base_url:
+        options["base_url"] = base_url
+    if device:
+        options["device"] = device
+    names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
+    kw: dict[str, Any] = {}
+    if cache_dir is not None:
+        kw["cache_dir"] = cache_dir
+    base = RunConfig(
+        backend=backend, model=model, labels=label_set, num_frames=frames, structured=structured, extractors=names,
+        concurrency=concurrency, max_tokens=max_tokens, max_side=max_side, seed=seed, backend_options=options, **kw,
+    )  # fmt: skip
+    if base.cache_dir is None:
+        err.print("[yellow]Note:[/] no cache folder: cues are extracted again for every variant.")
+    n_variants = 1
+    for v in g.values():
+        n_variants *= len(v)
+    err.print(f"{len(items)} item(s) x {n_variants} variant(s) -> {out_dir}")
+
+    def progress(variant, result) -> None:
+        mark = {"ok": "[green]ok[/]", "invalid": "[yellow]invalid[/]"}.get(result.status, "[red]error[/]")
+        err.print(f"  {variant.name}: {mark} {Path(result.path).name} -> {result.label or result.error or result.raw_answer}")
+
+    try:
+        outcome = ablate(
+            items,
+            g,
+            base,
+            out_dir,
+            baseline=baseline,
+            n_boot=bootstrap,
+            seed=seed,
+            examples=examples,
+            run=not report_only,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        err.print(f"\n[yellow]Interrupted.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    except (AblationError, DatasetError) as exc:
+        raise _fail(exc) from None
+    except Exception as exc:
+        from sovtp.errors import UserError
+
+        if isinstance(exc, UserError):
+            raise _fail(exc) from None
+        raise
+    print_table(outcome.summary)
+    err.print(f"Report written to {outcome.report['html']} (and summary.md, summary.json, manifest.json).")

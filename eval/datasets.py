@@ -1,0 +1,279 @@
+"""Labelled datasets -> :class:`sovtp.inputs.InputItem` s with the ground truth in ``meta``.
+
+Three sources, one output: every item's ``meta`` holds ``label`` (a label of the chosen
+set, normalised through the same synonym table as the answer parser) plus whatever else
+the source knows (``split``, ``fold``, ``tier``, extra manifest columns), and the runner
+copies ``meta`` into each result line, so scoring needs nothing but the results file.
+
+- a folder with one subfolder per label (``data/happy/*.mp4``, ``data/Anger/...``);
+- a CSV or JSONL manifest with ``path`` and ``label`` columns (relative paths are
+  resolved against the manifest's folder, so a dataset folder can move);
+- a Hugging Face dataset: a local ``videofolder``/``imagefolder`` or a hub id
+  (``hf:owner/name``), through the optional ``datasets`` package.
+
+A ground-truth label that names no class of the set is an error that names the row:
+silently dropping or mapping it would change the test set without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sovtp.inputs import InputItem, discover
+from sovtp.labels import LabelSet, normalize_label
+
+PATH_COLUMNS = ("path", "file", "filename", "video", "video_path", "image")
+LABEL_COLUMNS = ("label", "emotion", "gt", "class")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as given; the message names the row or folder and the fix."""
+
+
+def gt_label(value: Any, labels: LabelSet, where: str) -> str:
+    """Normalise one ground-truth value to a label of ``labels``.
+
+    Accepts a label name or synonym in any case, or the set's official numeric id
+    (DFEW annotation files use 1..7), so official split files load unchanged.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DatasetError(f"{where}: the ground-truth label is empty; fill it in or drop the row")
+    text = str(value).strip()
+    if labels.ids is not None:
+        try:
+            number = int(float(text)) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is not None and number in labels.ids:
+            return labels.labels[labels.ids.index(number)]
+    found = normalize_label(text, labels)
+    if found is None:
+        raise DatasetError(
+            f"{where}: ground-truth label {text!r} is not in the {labels.name} label set ({', '.join(labels.labels)}); fix the row or pass the right --labels"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def from_folder(root: Path | str, labels: LabelSet) -> list[InputItem]:
+    """One subfolder per label; every media file below a subfolder (recursively) has its label."""
+    root = Path(root)
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not subdirs:
+        raise DatasetError(
+            f"{root} has no label subfolders; put each class's clips in a subfolder named after the label (e.g. {root}/happy/)"
+        )
+    items: list[InputItem] = []
+    for d in subdirs:
+        label = gt_label(d.name, labels, f"folder {d}")
+        for it in discover([d]):
+            items.append(InputItem(it.path, {"label": label, "source_label": d.name}))
+    if not items:
+        raise DatasetError(f"no video or image files under the label subfolders of {root}")
+    return items
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def read_table(path: Path | str) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV (header row) or JSONL/JSON (objects) file, in file order."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            sample = fh.read(4096)
+            fh.seek(0)
+            delimiter = "\t" if suffix == ".tsv" or ("\t" in sample and "," not in sample.splitlines()[0]) else ","
+            return [dict(r) for r in csv.DictReader(fh, delimiter=delimiter)]
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg}); fix or remove the line") from None
+        return rows
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise DatasetError(f"{path} holds no list of rows; use JSONL (one object per line) or a JSON list of objects")
+        return data
+    raise DatasetError(f"{path}: unknown manifest type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...], what: str, source: Path) -> str:
+    cols = list(columns)
+    if wanted is not None:
+        if wanted not in cols:
+            raise DatasetError(f"{source} has no column {wanted!r} (columns: {', '.join(cols)}); pass the right --{what}-col")
+        return wanted
+    lowered = {c.lower(): c for c in cols}
+    for c in candidates:
+        if c in lowered:
+            return lowered[c]
+    raise DatasetError(
+        f"{source} has no {what} column (looked for {', '.join(candidates)}; columns: {', '.join(cols)}); name one with --{what}-col"
+    )
+
+
+def from_manifest(
+    manifest: Path | str,
+    labels: LabelSet,
+    path_col: str | None = None,
+    label_col: str | None = None,
+    root: Path | str | None = None,
+) -> list[InputItem]:
+    """Rows -> items. Extra columns (split, fold, tier, anything) are kept in ``meta``."""
+    manifest = Path(manifest)
+    rows = read_table(manifest)
+    if not rows:
+        raise DatasetError(f"{manifest} has no rows")
+    pcol = _pick(rows[0].keys(), path_col, PATH_COLUMNS, "path", manifest)
+    lcol = _pick(rows[0].keys(), label_col, LABEL_COLUMNS, "label", manifest)
+    base = Path(root) if root is not None else manifest.parent
+    items: list[InputItem] = []
+    for n, row in enumerate(rows, 2 if manifest.suffix.lower() in (".csv", ".tsv") else 1):
+        where = f"{manifest.name}, row {n}"
+        raw_path = row.get(pcol)
+        if not raw_path:
+            raise DatasetError(f"{where}: the {pcol!r} column is empty; every row needs a file path")
+        p = Path(str(raw_path)).expanduser()
+        if not p.is_absolute():
+            p = base / p
+        label = gt_label(row.get(lcol), labels, where)
+        meta = {k: v for k, v in row.items() if k not in (pcol, lcol) and v not in (None, "")}
+        meta["label"] = label
+        if str(row.get(lcol)).strip() != label:
+            meta["source_label"] = row.get(lcol)
+        items.append(InputItem(p, meta))
+    return items
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def from_huggingface(
+    spec: str,
+    labels: LabelSet,
+    split: str | None = None,
+    label_col: str | None = None,
+    cache_dir: Path | str | None = None,
+) -> list[InputItem]:
+    """A Hugging Face dataset: ``spec`` is a local folder (loaded as ``videofolder`` or
+    ``imagefolder``) or ``hf:owner/name`` on the hub. Media are never decoded here: local
+    files keep their paths; hub files stored as bytes are written once under ``cache_dir``."""
+    try:
+        import datasets as hfds
+    except ImportError:
+        raise DatasetError(
+            "Hugging Face datasets are read with the optional 'datasets' package, which is not installed; run: pip install 'sovtp[hf]'"
+        ) from None
+
+    hub = spec.startswith("hf:")
+    name = spec[3:] if hub else spec
+    if hub:
+        dsd = hfds.load_dataset(name)
+    else:
+        folder = Path(name)
+        has_video = any(p.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm") for p in folder.rglob("*") if p.is_file())
+        dsd = hfds.load_dataset("videofolder" if has_video else "imagefolder", data_dir=str(folder))
+    splits = list(dsd.keys()) if isinstance(dsd, Mapping) else [None]
+    chosen = split or ("test" if "test" in splits else splits[0])
+    if chosen not in splits:
+        raise DatasetError(f"{spec} has no split {chosen!r} (splits: {', '.join(map(str, splits))}); pass one of them with --split")
+    ds = dsd[chosen] if chosen is not None else dsd
+    media_col = next((c for c, f in ds.features.items() if type(f).__name__ in ("Video", "Image")), None)
+    if media_col is None:
+        raise DatasetError(f"{spec} has no Image or Video column (features: {', '.join(ds.features)}); use a manifest instead")
+    ds = ds.cast_column(media_col, type(ds.features[media_col])(decode=False))
+    lcol = label_col or next((c for c in ds.features if c.lower() in LABEL_COLUMNS), None)
+    if lcol is None:
+        raise DatasetError(f"{spec} has no label column (features: {', '.join(ds.features)}); name it with --label-col")
+    names = getattr(ds.features[lcol], "names", None)  # ClassLabel -> class names
+    out_dir = Path(cache_dir or Path.home() / ".cache" / "sovtp" / "hf-media") / name.replace("/", "__")
+    items: list[InputItem] = []
+    for n, row in enumerate(ds):
+        media = row[media_col]
+        raw = row[lcol]
+        value = names[raw] if names is not None and isinstance(raw, int) else raw
+        label = gt_label(value, labels, f"{spec} [{chosen}] row {n}")
+        path = Path(media["path"]) if media.get("path") and Path(media["path"]).is_file() else None
+        if path is None:
+            if not media.get("bytes"):
+                raise DatasetError(f"{spec} [{chosen}] row {n}: the media has neither a local path nor bytes")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            suffix = Path(media.get("path") or "").suffix or ".bin"
+            path = out_dir / f"{chosen}-{n:07d}{suffix}"
+            if not path.exists():
+                path.write_bytes(media["bytes"])
+        meta = {k: v for k, v in row.items() if k not in (media_col, lcol) and isinstance(v, (str, int, float, bool))}
+        meta.update({"label": label, "split": chosen})
+        items.append(InputItem(path, meta))
+    return items
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    spec: str | Path,
+    labels: LabelSet,
+    split: str | None = None,
+    path_col: str | None = None,
+    label_col: str | None = None,
+    cache_dir: Path | str | None = None,
+) -> list[InputItem]:
+    """Items of a labelled dataset given as a label-subfolder folder, a manifest file, or
+    ``hf:owner/name`` / a Hugging Face ``videofolder``/``imagefolder`` (``hf:`` + path).
+
+    ``split`` keeps only manifest rows whose ``split`` column matches (and picks the
+    Hugging Face split).
+    """
+    text = str(spec)
+    if text.startswith("hf:") and not Path(text).exists():
+        local = Path(text[3:])
+        if local.is_dir():
+            return from_huggingface(str(local), labels, split=split, label_col=label_col, cache_dir=cache_dir)
+        return from_huggingface(text, labels, split=split, label_col=label_col, cache_dir=cache_dir)
+    path = Path(text)
+    if path.is_file():
+        if path.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise DatasetError(
+                f"{path} is a single file, not a dataset; give a folder with one subfolder per label or a CSV/JSONL manifest"
+            )
+        items = from_manifest(path, labels, path_col=path_col, label_col=label_col)
+        if split is not None:
+            items = [it for it in items if str(it.meta.get("split", "")) == split]
+            if not items:
+                raise DatasetError(f"{path} has no rows with split {split!r}")
+        return items
+    if path.is_dir():
+        return from_folder(path, labels)
+    raise DatasetError(f"{text} does not exist; give a folder with one subfolder per label, a CSV/JSONL manifest, or hf:owner/name")
+
+
+def fingerprint(items: Iterable[InputItem]) -> str:
+    """A short hash of the dataset as evaluated: every path (as given), its ground truth and
+    its size, in order. Two runs with the same fingerprint scored the same items."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for it in items:
+        try:
+            size = it.path.stat().st_size
+        except OSError:
+            size = -1
+        h.update(json.dumps([it.display, it.meta.get("label"), size]).encode())
+    return h.hexdigest()[:16]

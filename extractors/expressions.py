@@ -1,0 +1,67 @@
+"""Per-face expression estimates from the geometric AUs through EMFACS-style prototypes
+(provider ``"au-prototypes"``): the prompt uses them for the *other* people in the scene
+and must call them estimates.
+
+Prototypes (Friesen & Ekman's EMFACS prototypes, reduced to the AUs the geometric
+estimator measures; AU24/AU16/AU27 are not measured):
+- happy: 6 + 12
+- sad: 1 + 4 + 15 (+ 17)
+- surprise: 1 + 2 + 5 + 26 (+ 25)
+- fear: 1 + 2 + 4 + 5 + 20 + 26 (+ 7, 25)
+- angry: 4 + 5 + 7 + 23 (+ 17)
+- disgust: 9 + 10 (+ 15, 17)
+A prototype's score is the mean intensity of its core AUs (0.75 weight) and its optional
+AUs (0.25), so a match needs the core; neutral scores 1 minus the strongest prototype,
+floored at 0.15 so a face without evidence reads neutral. Scores are normalised to sum 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from sovtp.types import Clip, Cues, ExpressionEstimate, FaceAUs
+
+PROTOTYPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "happy": ((6, 12), ()),
+    "sad": ((1, 4, 15), (17,)),
+    "surprise": ((1, 2, 5, 26), (25,)),
+    "fear": ((1, 2, 4, 5, 20, 26), (7, 25)),
+    "angry": ((4, 5, 7, 23), (17,)),
+    "disgust": ((9, 10), (15, 17)),
+}
+LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+
+
+def prototype_scores(aus: Mapping[int, float]) -> dict[str, float]:
+    """Normalised scores over the DFEW-7 labels from AU intensities (see module docstring)."""
+    raw: dict[str, float] = {}
+    for label, (core, optional) in PROTOTYPES.items():
+        c = sum(aus.get(a, 0.0) for a in core) / len(core)
+        o = sum(aus.get(a, 0.0) for a in optional) / len(optional) if optional else c
+        raw[label] = 0.75 * c + 0.25 * o
+    raw["neutral"] = max(0.15, 1.0 - max(raw.values()))
+    total = sum(raw.values()) or 1.0
+    return {label: round(raw[label] / total, 4) for label in LABELS}
+
+
+def estimate(face: FaceAUs) -> ExpressionEstimate:
+    scores = prototype_scores({a.number: a.intensity for a in face.summary})
+    label = max(LABELS, key=lambda k: (scores[k], -LABELS.index(k)))
+    return ExpressionEstimate(face_id=face.face_id, label=label, scores=scores, provider="au-prototypes")
+
+
+class PrototypeExpressions:
+    """An expression estimate for every face with AUs (the prompt picks the non-target ones)."""
+
+    name: ClassVar[str] = "expressions"
+    version: ClassVar[str] = "1"
+    provides: ClassVar[tuple[str, ...]] = ("expressions",)
+    requires: ClassVar[tuple[str, ...]] = ("aus",)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return {}
+
+    def extract(self, clip: Clip, cues: Cues) -> Cues:
+        return Cues(expressions={fid: estimate(face) for fid, face in cues.aus.items()})

@@ -1,0 +1,223 @@
+"""A vision-language model run in-process with transformers (laptop, CPU or one GPU).
+
+Why rank classification: transformers has no grammar engine built in, but it can score
+text. In ``rank`` (and ``choice``) mode the model first reasons freely, then every
+label of the set is scored as the continuation of "...\\nFinal answer:"; the label with
+the highest log-likelihood wins and the softmax over the labels is kept as
+``label_scores``. The answer is therefore always in the set, and the scores say how
+sure the model was.
+
+Model work runs in a worker thread (``asyncio.to_thread``) so the event loop keeps
+preparing the next clips while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sovtp.backends.base import Capabilities, Sampling
+from sovtp.backends.messages import hf_messages
+from sovtp.errors import UserError
+from sovtp.types import Answer, DecodingMode, Prompt, Usage
+
+FINAL_CUE = "\nFinal answer:"
+
+
+class TransformersBackend:
+    name = "transformers"
+    capabilities = Capabilities(rank=True, choice=True, json_schema=False, logprobs=True)
+
+    def __init__(
+        self,
+        model: str,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 4,
+        image_max_side: int | None = None,
+        rank_reasoning: bool = True,
+        **_ignored: Any,
+    ) -> None:
+        self.model = model
+        self.device_request = device
+        self.dtype_request = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.preferred_batch_size = self.batch_size
+        self.image_max_side = image_max_side
+        self.rank_reasoning = rank_reasoning
+        self._proc = None
+        self._model = None
+        self.device: str | None = None
+        self._lock = threading.Lock()
+
+    def cache_identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {"backend": self.name, "model": self.model, "image_max_side": self.image_max_side, "rank_reasoning": self.rank_reasoning}
+        cfg = Path(self.model) / "config.json"
+        if cfg.is_file():  # a local folder: its content, not its path, is the identity
+            from sovtp.cache import stable_key
+
+            weights = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(self.model).glob("*.safetensors"))
+            ident["model"] = stable_key(cfg.read_text(encoding="utf-8"), weights)
+        return ident
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Load processor and model once (thread-safe); errors become one sentence."""
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                import torch  # noqa: F401
+                import transformers  # noqa: F401
+            except ImportError:
+                raise UserError("The transformers backend needs torch and transformers; install them with pip install 'sovtp[transformers]'.") from None
+            from sovtp.backends._torchvision_shim import ensure_torchvision
+
+            ensure_torchvision()
+            import torch
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            device = self.device_request or ("cuda" if torch.cuda.is_available() else "cpu")
+            if self.dtype_request == "auto":
+                dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+            else:
+                dtype = getattr(torch, self.dtype_request)
+            try:
+                proc = AutoProcessor.from_pretrained(self.model)
+                model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype)
+            except OSError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"Cannot load model {self.model!r} with transformers ({first[:160]}); pass a local checkpoint folder or a model id that is in the local cache.") from None
+            proc.tokenizer.padding_side = "left"
+            if proc.tokenizer.pad_token is None:
+                proc.tokenizer.pad_token = proc.tokenizer.eos_token
+            self._proc, self._model, self.device = proc, model.to(device).eval(), device
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    # ------------------------------------------------------------------ answering
+
+    async def answer(self, prompts: Sequence[Prompt], mode: DecodingMode, sampling: Sampling) -> list[Answer]:
+        return await asyncio.to_thread(self._answer_sync, list(prompts), mode, sampling)
+
+    def _answer_sync(self, prompts: list[Prompt], mode: DecodingMode, sampling: Sampling) -> list[Answer]:
+        self.load()
+        out: list[Answer] = []
+        for i in range(0, len(prompts), self.batch_size):
+            batch = prompts[i : i + self.batch_size]
+            t0 = time.perf_counter()
+            try:
+                answers = self._batch(batch, mode, sampling)
+            except Exception as exc:  # one failed batch must not lose the run
+                answers = [Answer(mode=mode, error=f"transformers failed: {type(exc).__name__}: {str(exc)[:200]}") for _ in batch]
+            dt = (time.perf_counter() - t0) / max(1, len(batch))
+            for a in answers:
+                a.latency_s = dt
+            out.extend(answers)
+        return out
+
+    def _inputs(self, texts: list[str], images: list[list[Any]]):
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if any(images):
+            kwargs["images"] = [im for ims in images for im in ims]
+        return self._proc(**kwargs).to(self.device)
+
+    def _chat_text(self, prompt: Prompt) -> tuple[str, list[Any]]:
+        messages, images = hf_messages(prompt, self.image_max_side)
+        text = self._proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text, images
+
+    def _generate(self, texts: list[str], images: list[list[Any]], sampling: Sampling) -> list[tuple[str, int, int]]:
+        """Free generation for a batch: (text, prompt tokens, completion tokens) each."""
+        import torch
+
+        inputs = self._inputs(texts, images)
+        gen: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            gen.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        tok = self._proc.tokenizer
+        with torch.inference_mode():
+            seqs = self._model.generate(**inputs, **gen, pad_token_id=tok.pad_token_id)
+        n_in = inputs["input_ids"].shape[1]
+        res = []
+        eos = {tok.eos_token_id, tok.pad_token_id}
+        for row, mask in zip(seqs[:, n_in:], inputs["attention_mask"]):
+            ids = row.tolist()
+            n_out = next((k for k, t in enumerate(ids) if t in eos), len(ids))
+            res.append((tok.decode(ids[:n_out], skip_special_tokens=True), int(mask.sum()), n_out))
+        return res
+
+    def _batch(self, batch: list[Prompt], mode: DecodingMode, sampling: Sampling) -> list[Answer]:
+        chats = [self._chat_text(p) for p in batch]
+        texts, images = [c[0] for c in chats], [c[1] for c in chats]
+        if mode in ("free", "json") or (mode == "rank" and self.rank_reasoning and sampling.max_tokens > 0):
+            generated = self._generate(texts, images, sampling)
+        else:
+            generated = [("", 0, 0)] * len(batch)
+        if mode in ("free", "json"):
+            return [Answer(text=t, mode=mode, usage=Usage(prompt_tokens=n_in, completion_tokens=n_out)) for t, n_in, n_out in generated]
+        answers = []
+        for prompt, text, ims, (reasoning, n_in, n_out) in zip(batch, texts, images, generated):
+            scores, n_ctx = self._score_labels(text + reasoning + FINAL_CUE, ims, list(prompt.labels))
+            label = max(scores, key=scores.__getitem__)
+            shown = f"{reasoning}{FINAL_CUE} {label}" if reasoning else label
+            answers.append(Answer(text=shown, mode=mode, label_scores=scores, usage=Usage(prompt_tokens=n_in or n_ctx, completion_tokens=n_out)))
+        return answers
+
+    def score_labels(self, context: str, images: list[Any], labels: list[str]) -> dict[str, float]:
+        """Softmax over the labels of the summed log-probability of each label's tokens
+        as the continuation of ``context`` (rank classification)."""
+        self.load()
+        return self._score_labels(context, images, labels)[0]
+
+    def _score_labels(self, context: str, images: list[Any], labels: list[str]) -> tuple[dict[str, float], int]:
+        import torch
+
+        tok = self._proc.tokenizer
+        ctx = self._inputs([context], [images])
+        ctx_ids = ctx["input_ids"][0]
+        label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
+        n = len(labels)
+        longest = max(len(ids) for ids in label_ids)
+        pad = tok.pad_token_id
+        rows, masks = [], []
+        for ids in label_ids:
+            rows.append(torch.cat([ctx_ids, torch.tensor(ids + [pad] * (longest - len(ids)), device=ctx_ids.device)]))
+            masks.append(torch.tensor([1] * (len(ctx_ids) + len(ids)) + [0] * (longest - len(ids)), device=ctx_ids.device))
+        inputs: dict[str, Any] = {"input_ids": torch.stack(rows), "attention_mask": torch.stack(masks)}
+        for key, value in ctx.items():
+            if key in ("input_ids", "attention_mask"):
+                continue
+            if key == "mm_token_type_ids":
+                inputs[key] = torch.cat([value.repeat(n, 1), torch.zeros((n, longest), dtype=value.dtype, device=value.device)], dim=1)
+            elif key in ("pixel_values", "image_grid_thw"):
+                inputs[key] = torch.cat([value] * n, dim=0)
+            else:
+                inputs[key] = value
+        with torch.inference_mode():
+            logits = self._model(**inputs).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        start = len(ctx_ids)
+        totals = []
+        for r, ids in enumerate(label_ids):
+            total = 0.0
+            for j, t in enumerate(ids):
+                total += float(logprobs[r, start + j - 1, t])
+            totals.append(total)
+        top = max(totals)
+        exps = [math.exp(t - top) for t in totals]
+        z = sum(exps)
+        return {lab: e / z for lab, e in zip(labels, exps)}, start
+
+    async def aclose(self) -> None:
+        self._model = None
+        self._proc = None

@@ -1,0 +1,73 @@
+"""AU-peak key frames: from ``k*n`` uniformly decoded candidates keep the ``n`` frames where
+the target's facial action is strongest (peak frames carry the emotion; a clip's first or
+middle frame is often neutral or mid-blink).
+
+Activation of a frame = sum of the target's AU intensities in that frame, leaving out the
+states AU25 (lips part) and AU43 (eyes closed), which talking and blinking inflate. Frames
+where the target is not meshed score -1 (kept only when nothing better is left). Ties
+keep the earlier frame; the chosen frames stay in temporal order.
+"""
+
+from __future__ import annotations
+
+from sovtp.types import Clip, Cues, FaceAUs, Frame
+
+STATE_AUS = frozenset({25, 43})
+
+
+def activation(face: FaceAUs | None, position: int) -> float:
+    if face is None or position not in face.per_frame:
+        return -1.0
+    return float(sum(v for au, v in face.per_frame[position].items() if au not in STATE_AUS))
+
+
+def select_au_peak(clip: Clip, cues: Cues, n: int) -> tuple[Clip, Cues]:
+    """The ``n`` candidate frames of highest target AU activation, as a new clip whose
+    frames are renumbered 0..n-1, and the cues re-indexed to those positions (frames not
+    kept are dropped from every per-frame series)."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    frames = sorted(clip.frames, key=lambda f: f.position)
+    if len(frames) <= n:
+        chosen = frames
+    else:
+        face = cues.aus.get(cues.target_id) if cues.target_id is not None else None
+        ranked = sorted(frames, key=lambda f: (-activation(face, f.position), f.position))
+        chosen = sorted(ranked[:n], key=lambda f: f.position)
+    remap = {f.position: i for i, f in enumerate(chosen)}
+    new_frames = tuple(Frame(position=remap[f.position], index=f.index, timestamp=f.timestamp, image=f.image) for f in chosen)
+    new_clip = Clip(
+        path=clip.path,
+        content_hash=clip.content_hash,
+        frames=new_frames,
+        fps=clip.fps,
+        duration=clip.duration,
+        width=clip.width,
+        height=clip.height,
+        frame_count=clip.frame_count,
+        is_image=clip.is_image,
+    )
+    return new_clip, reindex_cues(cues, remap)
+
+
+def reindex_cues(cues: Cues, remap: dict[int, int]) -> Cues:
+    """``cues`` with every per-frame entry moved to ``remap[old position]`` (entries whose
+    position is not in ``remap`` dropped). Faces that vanish entirely are removed; IDs and
+    clip-level summaries are kept as they are."""
+    faces = []
+    for track in cues.faces:
+        obs = [o.model_copy(update={"position": remap[o.position]}) for o in track.observations if o.position in remap]
+        if obs:
+            faces.append(track.model_copy(update={"observations": obs}))
+    kept_ids = {f.id for f in faces}
+    aus = {
+        fid: fa.model_copy(update={"per_frame": {remap[p]: v for p, v in fa.per_frame.items() if p in remap}})
+        for fid, fa in cues.aus.items()
+        if fid in kept_ids or not cues.faces
+    }
+    poses = {
+        pid: pose.model_copy(update={"keypoints": {remap[p]: v for p, v in pose.keypoints.items() if p in remap}})
+        for pid, pose in cues.poses.items()
+    }
+    target = cues.target_id if cues.target_id in kept_ids or not cues.faces else None
+    return cues.model_copy(update={"faces": faces, "aus": aus, "poses": poses, "target_id": target})

@@ -1,0 +1,184 @@
+"""The ablation table from results files: grid parsing, baseline choice, paired deltas,
+McNemar, strata by tier and by number of faces, and stale records ignored.
+
+The results files here are written directly (records as the pipeline writes them, with
+real run keys) so every number can be checked against an independent computation; the
+end-to-end run on a real model is in test_ablation_run.py.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sovtp.eval import ablation as A
+from sovtp.eval import metrics as M
+
+from sovtp.inputs import InputItem
+from sovtp.labels import DFEW
+from sovtp.pipeline import RunConfig, run_key_for
+from sovtp.types import Result
+
+
+def test_parse_grid_and_variants():
+    g = A.parse_grid(["visual=none,numbered", "cues=none,au,au+pose,all", "template=direct,sovtp"])
+    assert g == {"visual": ["none", "numbered"], "cues": ["none", "au", "au+pose", "all"], "template": ["direct", "sovtp"]}
+    vs = A.expand_grid(g, RunConfig(cache_dir=None))
+    assert len(vs) == 16 and len({v.slug for v in vs}) == 16
+    v = vs[5]
+    assert v.name == "visual=none,cues=au+pose,template=sovtp"
+    assert v.config.visual == "none" and v.config.include_cues == frozenset({"aus", "pose"}) and v.config.template == "sovtp"
+    assert vs[0].config.include_cues == frozenset() and vs[-1].config.include_cues is None
+    assert A.find_variant(vs, None) is vs[0]
+    assert A.find_variant(vs, v.name) is v and A.find_variant(vs, v.slug) is v
+    assert A.find_variant(vs, "template=sovtp,cues=au+pose,visual=none") is v
+    with pytest.raises(A.AblationError, match="matches several variants"):
+        A.find_variant(vs, "visual=none")
+    with pytest.raises(A.AblationError, match="matches no variant"):
+        A.find_variant(vs, "visual=sparkles")
+    for bad, msg in [
+        ("visual", "axis=value"),
+        ("colour=red", "not one of"),
+        ("cues=au+smell", "unknown cue kind"),
+        ("frames=many", "whole number"),
+    ]:
+        with pytest.raises(A.AblationError, match=msg):
+            A.expand_grid(A.parse_grid([bad]), RunConfig(cache_dir=None))
+
+
+def _write(path: Path, records: list[Result]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        for r in records:
+            fh.write(r.model_dump_json() + "\n")
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    rng = random.Random(1)
+    n = 90
+    items = [
+        InputItem(Path(f"/data/clip{i:03d}.mp4"), {"label": rng.choice(DFEW.labels[:6]), "tier": "easy" if i % 3 else "hard"})
+        for i in range(n)
+    ]
+    faces = [rng.choice([0, 1, 1, 1, 2, 3, 5]) for _ in range(n)]
+    grid = {"visual": ["none", "numbered"], "template": ["direct", "sovtp"]}
+    base = RunConfig(cache_dir=None, model="m")
+    variants = A.expand_grid(grid, base)
+    accuracy = {0: 0.3, 1: 0.45, 2: 0.5, 3: 0.7}
+    preds: dict[str, list[str | None]] = {}
+    for k, v in enumerate(variants):
+        recs, ps = [], []
+        for i, it in enumerate(items):
+            u = rng.random()
+            if u < accuracy[k]:
+                label, status = it.meta["label"], "ok"
+            elif u < accuracy[k] + 0.08:
+                label, status = None, "invalid"
+            else:
+                label, status = rng.choice(DFEW.labels), "ok"
+            h = f"hash{i}"
+            recs.append(
+                Result(
+                    path=it.display,
+                    status=status,
+                    label=label,
+                    content_hash=h,
+                    run_key=run_key_for(h, v.config),
+                    face_ids=list(range(1, faces[i] + 1)),
+                    meta=dict(it.meta),
+                )
+            )
+            ps.append(label if status == "ok" else None)
+        # a stale record from another configuration of the same file: must be ignored
+        stale = RunConfig(cache_dir=None, model="m", num_frames=99)
+        recs.insert(0, Result(path=items[0].display, status="ok", label="fear", content_hash="hash0", run_key=run_key_for("hash0", stale)))
+        _write(tmp_path / "results" / f"{v.slug}.jsonl", recs)
+        preds[v.name] = ps
+    return items, variants, preds, faces, tmp_path
+
+
+def test_summary_numbers_match_independent_computation(synthetic):
+    items, variants, preds, faces, out = synthetic
+    base = variants[1]
+    summary, scores, records = A.summarize(items, variants, out, DFEW, base, n_boot=300, seed=3)
+    y = [it.meta["label"] for it in items]
+    assert summary["baseline"] == base.name and summary["n_items"] == len(items)
+    rows = {r["name"]: r for r in summary["variants"]}
+    assert set(rows) == {v.name for v in variants}
+    for v in variants:
+        row = rows[v.name]
+        yp = [p if p is not None else "__invalid__" for p in preds[v.name]]
+        assert row["n"] == len(items)
+        assert row["metrics"]["war"] == pytest.approx(accuracy_score(y, yp), abs=1e-12)
+        assert row["metrics"]["uar"] == pytest.approx(balanced_accuracy_score(y, yp), abs=1e-9)
+        lo, hi = row["ci95"]["uar"]
+        assert lo <= row["metrics"]["uar"] <= hi
+        if v.name == base.name:
+            assert "delta" not in row
+            continue
+        d = row["delta"]["war"]
+        assert d["delta"] == pytest.approx(row["metrics"]["war"] - rows[base.name]["metrics"]["war"], abs=1e-12)
+        assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
+        hits_a = [p == t for p, t in zip(preds[base.name], y, strict=False)]
+        hits_b = [p == t for p, t in zip(preds[v.name], y, strict=False)]
+        b = sum(a and not c for a, c in zip(hits_a, hits_b, strict=False))
+        c = sum(not a and cc for a, cc in zip(hits_a, hits_b, strict=False))
+        assert (row["mcnemar"]["a_only_correct"], row["mcnemar"]["b_only_correct"]) == (b, c)
+        assert row["mcnemar"]["p_value"] == pytest.approx(M.binom_two_sided_half(b, b + c))
+    assert summary["best"] == max(rows.values(), key=lambda r: (r["metrics"]["uar"], r["metrics"]["war"]))["name"]
+
+    # strata: tiers and face-count bins, each entry checked against its own subset
+    assert set(summary["strata"]) == {"tier", "faces"}
+    assert list(summary["strata"]["faces"]) == [b for b in A.FACE_BINS if any(A.face_bin(f) == b for f in faces)]
+    for by, key in (("tier", lambda i: items[i].meta["tier"]), ("faces", lambda i: A.face_bin(faces[i]))):
+        for stratum, entries in summary["strata"][by].items():
+            idx = [i for i in range(len(items)) if key(i) == stratum]
+            for e in entries:
+                yp = [preds[e["variant"]][i] for i in idx]
+                assert e["n"] == len(idx)
+                assert e["war"] == pytest.approx(sum(yp[j] == y[i] for j, i in enumerate(idx)) / len(idx))
+                if e["variant"] != base.name:
+                    base_war = sum(preds[base.name][i] == y[i] for i in idx) / len(idx)
+                    assert e["delta_war"] == pytest.approx(e["war"] - base_war)
+
+
+def test_unfinished_variant_is_scored_on_what_exists(synthetic):
+    items, variants, preds, faces, out = synthetic
+    path = out / "results" / f"{variants[3].slug}.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:41]))  # stale line + 40 items
+    summary, _, _ = A.summarize(items, variants, out, DFEW, variants[0], n_boot=50)
+    row = next(r for r in summary["variants"] if r["name"] == variants[3].name)
+    assert row["n"] == 40 and row["missing"] == 50 and row["paired_n"] == 40
+
+
+def test_ablate_report_only_rebuilds_the_table_from_results(synthetic):
+    """`sovtp ablate --report-only`: the CLI's settings give the same run keys as the
+    files (so nothing is mistaken for stale), and the report is written without a model."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    items, variants, preds, faces, out = synthetic
+    manifest = out / "labels.csv"
+    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    res = CliRunner().invoke(
+        app,
+        ["ablate", str(manifest), "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp", "--model", "m", "--out", str(out),
+         "--report-only", "--baseline", "template=sovtp,visual=none", "--bootstrap", "100", "--examples", "0"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["baseline"] == "visual=none,template=sovtp"
+    assert [r["n"] for r in summary["variants"]] == [len(items)] * 4
+    assert "visual=numbered,template=sovtp" in res.output.replace("\n", "") or "numbered" in res.output
+    bad = CliRunner().invoke(
+        app,
+        ["ablate", str(manifest), "--grid", "visual=none", "--model", "m", "--out", str(out), "--report-only", "--baseline", "visual=x"],
+    )
+    assert bad.exit_code == 1 and "matches no variant" in bad.output

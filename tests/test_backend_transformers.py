@@ -1,0 +1,111 @@
+"""The transformers backend on the tiny local Qwen2.5-VL checkpoint (real processor,
+real model code, random weights): constrained labels are always in the set and the
+label probabilities sum to 1; batching, usage and the response cache work."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sovtp.backends import CachedBackend, Sampling, choose_mode, make_backend
+from sovtp.cache import JsonCache
+from sovtp.labels import DFEW, MAFW
+from sovtp.parse import parse_answer
+from sovtp.types import ImagePart, Prompt, TextPart
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_vlm):
+    b = make_backend("transformers", str(tiny_vlm), batch_size=3, concurrency=8)  # unused options are ignored
+    asyncio.run(b.check())
+    return b
+
+
+def prompts(media: Path, labels=DFEW) -> list[Prompt]:
+    faces = ["single_face.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "multi_face.jpg"]
+    out = []
+    for i, name in enumerate(faces):
+        img = np.asarray(Image.open(media / name).convert("RGB"))
+        parts = (TextPart("You see numbered faces."), ImagePart(img), TextPart(f"What does face {i + 1} feel?"))
+        out.append(Prompt(parts=parts, labels=labels.labels, template_name="t", template_hash="h", system="Answer briefly."))
+    out.append(Prompt(parts=(TextPart("No image here."),), labels=labels.labels, template_name="t", template_hash="h"))
+    return out
+
+
+def test_capabilities_pick_rank(backend):
+    assert choose_mode("auto", backend.capabilities, has_schema=True) == "rank"
+
+
+@pytest.mark.parametrize("mode,labels", [("rank", DFEW), ("choice", DFEW), ("choice", MAFW)])
+def test_constrained_label_always_in_set(backend, media, mode, labels):
+    answers = asyncio.run(backend.answer(prompts(media, labels), mode, Sampling(max_tokens=6)))
+    assert len(answers) == 5
+    for a in answers:
+        assert a.error is None, a.error
+        assert set(a.label_scores) == set(labels.labels)
+        assert math.isclose(sum(a.label_scores.values()), 1.0, abs_tol=1e-6)
+        r = parse_answer(a, labels)
+        assert r.status == "ok" and r.label in labels and r.label == max(a.label_scores, key=a.label_scores.get)
+        assert a.usage.prompt_tokens and a.usage.prompt_tokens > 5
+    with_image = answers[0].usage.prompt_tokens
+    assert with_image > answers[-1].usage.prompt_tokens  # image tokens were fed to the model
+    if mode == "rank":
+        assert all("Final answer:" in a.text and a.usage.completion_tokens <= 6 for a in answers)
+
+
+def test_free_generation_batched_left_padding(backend, media):
+    ps = prompts(media)
+    batched = asyncio.run(backend.answer(ps, "free", Sampling(max_tokens=5)))
+    single = [asyncio.run(backend.answer([p], "free", Sampling(max_tokens=5)))[0] for p in ps[:2]]
+    for a in batched:
+        assert a.error is None and 0 < a.usage.completion_tokens <= 5
+    # left padding keeps greedy answers identical whether batched or not
+    assert [a.text for a in batched[:2]] == [a.text for a in single]
+
+
+def test_scores_match_direct_computation(backend):
+    """Rank scores equal a separate forward pass per label (no padding effects)."""
+    import torch
+
+    labels = ["happy", "sad", "disappointment"]
+    ctx = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nFinal answer:"
+    scores = backend.score_labels(ctx, [], labels)
+    tok, model = backend._proc.tokenizer, backend._model
+    ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+    totals = []
+    for lab in labels:
+        ids = tok(" " + lab, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ctx_ids + ids])
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(input_ids=x).logits.float(), -1)[0]
+        totals.append(sum(float(lp[len(ctx_ids) + j - 1, t]) for j, t in enumerate(ids)))
+    z = sum(math.exp(t) for t in totals)
+    for lab, t in zip(labels, totals):
+        assert math.isclose(scores[lab], math.exp(t) / z, rel_tol=1e-4)
+
+
+def test_response_cache_reuses_answers(backend, media, tmp_path):
+    ps = prompts(media)[:2]
+    cache = JsonCache(tmp_path, "responses")
+    first = asyncio.run(CachedBackend(backend, cache).answer(ps, "rank", Sampling(max_tokens=4)))
+    cb = CachedBackend(backend, JsonCache(tmp_path, "responses"))
+    second = asyncio.run(cb.answer(ps, "rank", Sampling(max_tokens=4)))
+    assert cb.hits == 2 and cb.misses == 0 and all(a.cached for a in second)
+    assert [a.label_scores for a in first] == [a.label_scores for a in second]
+    # a different decoding setting, label set or image is a different request
+    third = asyncio.run(cb.answer(ps, "rank", Sampling(max_tokens=5)))
+    assert cb.misses == 2 and not any(a.cached for a in third)
+
+
+def test_missing_model_is_one_sentence(tmp_path):
+    from sovtp.errors import UserError
+
+    b = make_backend("transformers", str(tmp_path / "nope"))
+    with pytest.raises(UserError) as err:
+        asyncio.run(b.check())
+    assert "nope" in str(err.value) and "\n" not in str(err.value)

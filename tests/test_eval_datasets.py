@@ -1,0 +1,103 @@
+"""Datasets from label folders, CSV/JSONL manifests and (when installed) Hugging Face folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sovtp.eval.datasets import DatasetError, fingerprint, load_dataset
+
+from sovtp.labels import DFEW, FERV39K, load_label_set
+
+
+@pytest.fixture
+def folder_dataset(media, tmp_path):
+    root = tmp_path / "data"
+    for sub, names in {
+        "Happiness": ["0-f15-hao-ph.jpg"],
+        "surprised": ["0-f1-su-ph.jpg", "single_face.mp4"],
+        "anger": ["15-f13-anc-ph.jpg"],
+    }.items():
+        (root / sub).mkdir(parents=True)
+        for n in names:
+            shutil.copy(media / n, root / sub / n)
+    return root
+
+
+def test_label_folders_are_normalised(folder_dataset):
+    items = load_dataset(folder_dataset, DFEW)
+    got = sorted((it.path.name, it.meta["label"]) for it in items)
+    assert got == [
+        ("0-f1-su-ph.jpg", "surprise"),
+        ("0-f15-hao-ph.jpg", "happy"),
+        ("15-f13-anc-ph.jpg", "angry"),
+        ("single_face.mp4", "surprise"),
+    ]
+    assert {it.meta["source_label"] for it in items} == {"Happiness", "surprised", "anger"}
+
+
+def test_unknown_label_folder_names_the_folder(folder_dataset):
+    (folder_dataset / "pain").mkdir()
+    with pytest.raises(DatasetError, match="folder .*pain.*'pain' is not in the dfew label set"):
+        load_dataset(folder_dataset, DFEW)
+
+
+def test_csv_manifest_relative_paths_extra_columns_and_ids(media, tmp_path):
+    d = tmp_path / "set"
+    (d / "clips").mkdir(parents=True)
+    shutil.copy(media / "single_face.mp4", d / "clips" / "a.mp4")
+    shutil.copy(media / "45-m7-di-ph.jpg", d / "clips" / "b.jpg")
+    (d / "m.csv").write_text("path,label,split,tier,annotator\nclips/a.mp4,Happy,test,easy,x1\nclips/b.jpg,6,train,hard,\n")
+    items = load_dataset(d / "m.csv", DFEW)
+    assert [it.path for it in items] == [d / "clips" / "a.mp4", d / "clips" / "b.jpg"]
+    assert items[0].meta == {"label": "happy", "split": "test", "tier": "easy", "annotator": "x1", "source_label": "Happy"}
+    assert items[1].meta["label"] == "disgust"  # DFEW official id 6
+    assert [it.path.name for it in load_dataset(d / "m.csv", DFEW, split="test")] == ["a.mp4"]
+    # FERV39k ids are 0-based: 3 is happy
+    (d / "f.csv").write_text("file,emotion\nclips/a.mp4,3\n")
+    assert load_dataset(d / "f.csv", FERV39K)[0].meta["label"] == "happy"
+    assert fingerprint(items) == fingerprint(load_dataset(d / "m.csv", DFEW)) != fingerprint(items[:1])
+
+
+def test_jsonl_manifest_and_bad_row(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text(
+        json.dumps({"path": "/abs/x.mp4", "label": "joy", "fold": 2}) + "\n" + json.dumps({"path": "y.mp4", "label": "pain"}) + "\n"
+    )
+    with pytest.raises(DatasetError, match=r"m.jsonl, row 2: ground-truth label 'pain'"):
+        load_dataset(m, DFEW)
+    m.write_text(json.dumps({"path": "/abs/x.mp4", "label": "joy", "fold": 2}) + "\n")
+    (item,) = load_dataset(m, DFEW)
+    assert str(item.path) == "/abs/x.mp4" and item.meta["fold"] == 2 and item.meta["label"] == "happy"
+
+
+def test_missing_columns_and_custom_sets(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("video_file,lbl\nx.mp4,happy\n")
+    with pytest.raises(DatasetError, match="no path column"):
+        load_dataset(m, DFEW)
+    items = load_dataset(m, load_label_set("happy,not_happy"), path_col="video_file", label_col="lbl")
+    assert items[0].meta["label"] == "happy"
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(tmp_path / "nope", DFEW)
+
+
+def test_huggingface_missing_is_one_sentence(tmp_path):
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(DatasetError, match=r"pip install 'sovtp\[hf\]'"):
+            load_dataset("hf:someone/some-set", DFEW)
+    else:
+        pytest.skip("datasets is installed; the imagefolder test covers it")
+
+
+def test_huggingface_imagefolder(folder_dataset, tmp_path):
+    pytest.importorskip("datasets")
+    hf = tmp_path / "hf"
+    for sub in ("happy", "angry"):
+        shutil.copytree(folder_dataset / {"happy": "Happiness", "angry": "anger"}[sub], hf / "train" / sub)
+    items = load_dataset(f"hf:{hf}", DFEW, cache_dir=tmp_path / "c")
+    assert sorted(it.meta["label"] for it in items) == ["angry", "happy"]
+    assert all(it.path.is_file() for it in items)

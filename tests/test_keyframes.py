@@ -1,0 +1,40 @@
+"""AU-peak key frames: selection order and the re-indexing of every per-frame series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sovtp.keyframes import select_au_peak
+from sovtp.types import Box, Clip, Cues, FaceAUs, FaceObservation, FaceTrack, Frame, Pose
+
+
+def make(num: int, activation: list[float]) -> tuple[Clip, Cues]:
+    frames = tuple(Frame(position=p, index=10 * p, timestamp=p / 2, image=np.full((4, 4, 3), p, np.uint8)) for p in range(num))
+    clip = Clip(path=Path("x.mp4"), content_hash="h", frames=frames, fps=20.0, duration=num / 2, width=4, height=4, frame_count=10 * num)
+    box = Box(x1=0, y1=0, x2=2, y2=2)
+    track = FaceTrack(id=1, observations=[FaceObservation(position=p, box=box) for p in range(num)])
+    aus = FaceAUs(face_id=1, per_frame={p: {12: a, 25: round(1.0 - a, 3)} for p, a in enumerate(activation)})
+    pose = Pose(person_id=1, provider="t", keypoints={p: [(float(p), 0.0, 1.0)] for p in range(num)})
+    return clip, Cues(faces=[track], target_id=1, aus={1: aus}, poses={1: pose})
+
+
+def test_picks_peaks_keeps_order_and_renumbers() -> None:
+    clip, cues = make(6, [0.1, 0.9, 0.2, 0.8, 0.8, 0.0])
+    new_clip, new_cues = select_au_peak(clip, cues, 3)
+    assert [f.index for f in new_clip.frames] == [10, 30, 40]  # peaks 1, 3, 4 in temporal order
+    assert [f.position for f in new_clip.frames] == [0, 1, 2]
+    assert [o.position for o in new_cues.faces[0].observations] == [0, 1, 2]
+    assert new_cues.aus[1].per_frame == {0: {12: 0.9, 25: 0.1}, 1: {12: 0.8, 25: 0.2}, 2: {12: 0.8, 25: 0.2}}
+    assert sorted(new_cues.poses[1].keypoints) == [0, 1, 2]
+    assert new_cues.poses[1].keypoints[0][0][0] == 1.0  # the pose of old frame 1
+    assert new_cues.target_id == 1
+
+
+def test_ties_keep_earlier_frames_and_short_clips_pass_through() -> None:
+    clip, cues = make(4, [0.5, 0.5, 0.5, 0.5])
+    new_clip, _ = select_au_peak(clip, cues, 2)
+    assert [f.index for f in new_clip.frames] == [0, 10]
+    same, _ = select_au_peak(clip, cues, 10)
+    assert len(same.frames) == 4

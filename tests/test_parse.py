@@ -1,0 +1,98 @@
+"""The strict answer parser over fixed answer strings: valid paths, synonyms, out-of-set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sovtp.labels import DFEW, MAFW
+from sovtp.parse import answer_schema, extract_json, parse_answer
+from sovtp.types import Answer
+
+
+def p(text: str, mode: str = "free", **kw):
+    return parse_answer(Answer(text=text, mode=mode, **kw), DFEW, kw.pop("target_id", None) if "target_id" in kw else None)
+
+
+@pytest.mark.parametrize(
+    "text,label",
+    [
+        ("happy", "happy"),
+        ("Happiness.", "happy"),
+        ("The lips are pressed.\nLabel: anger", "angry"),
+        ("Stage 1 ... label: sad\nOn reflection:\n**Final answer:** Surprised", "surprise"),
+        ("Final answer - FEARFUL", "fear"),
+        ("  neutral  \n", "neutral"),
+    ],
+)
+def test_free_text_valid(text, label):
+    r = p(text)
+    assert r.status == "ok" and r.label == label
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pain",  # published GPT-4V answers contain it: not in DFEW, never mapped
+        "Label: pain",
+        "Label: contempt",  # a MAFW class, not a DFEW one
+        "The person looks happy but also a little sad.",  # prose: no guess
+        "Final answer: The emotion is happy",  # not one word
+        "",
+    ],
+)
+def test_free_text_invalid_keeps_raw(text):
+    r = p(text)
+    assert r.status == "invalid" and r.label is None and r.raw == text
+
+
+def test_contempt_valid_in_mafw():
+    assert parse_answer(Answer(text="Label: contemptuous"), MAFW).label == "contempt"
+
+
+def test_json_stages_and_faces():
+    obj = {"observation": "brows raised", "action_units": "AU1 AU2", "context": "alone", "reasoning": "shock", "faces": {"1": "Surprised", "2": "joy"}, "label": "fear"}
+    text = "```json\n" + json.dumps(obj) + "\n```"
+    r = parse_answer(Answer(text=text, mode="json"), DFEW, target_id=1)
+    assert r.status == "ok"
+    assert r.face_labels == {"1": "surprise", "2": "happy"}
+    assert r.label == "surprise"  # the target's per-face label is the record's label
+    assert r.reasoning == {"observation": "brows raised", "action_units": "AU1 AU2", "context": "alone", "reasoning": "shock"}
+    r2 = parse_answer(Answer(text=text, mode="json"), DFEW)
+    assert r2.label == "fear"
+
+
+def test_json_out_of_set_is_invalid():
+    r = parse_answer(Answer(text='{"observation": "x", "label": "pain"}', mode="json"), DFEW)
+    assert r.status == "invalid" and "pain" in (r.error or "") and r.reasoning == {"observation": "x"}
+
+
+def test_json_mode_without_json_is_invalid():
+    assert parse_answer(Answer(text="happy", mode="json"), DFEW).status == "invalid"
+
+
+def test_choice_and_rank_and_error():
+    assert parse_answer(Answer(text="disgust", mode="choice"), DFEW).label == "disgust"
+    scores = {lab: 0.1 for lab in DFEW.labels}
+    scores["sad"] = 0.4
+    r = parse_answer(Answer(text="...\nFinal answer: sad", mode="rank", label_scores=scores), DFEW)
+    assert r.status == "ok" and r.label == "sad" and r.label_scores == scores
+    e = parse_answer(Answer(error="request failed after 5 retries (last: HTTP 500)"), DFEW)
+    assert e.status == "error" and "HTTP 500" in e.error
+
+
+def test_answer_schema_enum_and_faces():
+    s = answer_schema(DFEW, ["observation", "reasoning"], per_face_ids=[1, 3], max_chars=50)
+    assert list(s["properties"]) == ["observation", "reasoning", "faces", "label"]  # reasoning before the label
+    assert s["properties"]["label"]["enum"] == list(DFEW.labels)
+    assert s["properties"]["faces"]["required"] == ["1", "3"]
+    assert s["properties"]["faces"]["properties"]["3"]["enum"] == list(DFEW.labels)
+    assert s["required"] == ["observation", "reasoning", "faces", "label"] and s["additionalProperties"] is False
+    assert s["properties"]["observation"]["maxLength"] == 50
+
+
+def test_extract_json_robust():
+    assert extract_json('noise {"a": "}"} tail') == {"a": "}"}
+    assert extract_json('{"x": {"label": "sad"}, broken}') is None  # never the inner object
+    assert extract_json("no json") is None
