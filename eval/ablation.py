@@ -181,33 +181,44 @@ def run_variants(
     variants: Sequence[Variant],
     out_dir: Path | str,
     progress: Callable[[Variant, Result], None] | None = None,
+    on_variant: Callable[[Variant, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every variant into ``out_dir/results/<slug>.jsonl`` (resuming each), sharing
-    one backend per model and one set of extractor instances. Returns one stats dict
-    per variant (also appended to ``out_dir/runs.jsonl``)."""
-    return asyncio.run(_run_variants(items, variants, Path(out_dir), progress))
+    """Run every variant into ``out_dir/results/<slug>.jsonl`` (resuming each).
+
+    Variants that use the same model run back to back on one backend instance (a model
+    loads once per grid, and only one is in memory at a time); all variants with the same
+    extractor settings share the extractor instances. Returns one stats dict per variant
+    (also appended to ``out_dir/runs.jsonl``; ``on_variant`` gets each as it finishes).
+    """
+    return asyncio.run(_run_variants(items, variants, Path(out_dir), progress, on_variant))
 
 
-async def _run_variants(items, variants, out_dir: Path, progress) -> list[dict[str, Any]]:
+async def _run_variants(items, variants, out_dir: Path, progress, on_variant) -> list[dict[str, Any]]:
     from sovtp import pipeline
 
     make_backend = getattr(pipeline, "_make_backend", None)
-    backends: dict[str, Any] = {}
+    first_seen: dict[str, int] = {}
+    for i, v in enumerate(variants):
+        first_seen.setdefault(_backend_key(v.config), i)
+    order = sorted(variants, key=lambda v: first_seen[_backend_key(v.config)])  # stable: grid order within a model
     extractor_sets: dict[str, list] = {}
     stats: list[dict[str, Any]] = []
     (out_dir / "results").mkdir(parents=True, exist_ok=True)
+    backend, backend_key = None, None
     try:
-        for v in variants:
+        for v in order:
             cfg = v.config
             bkey, ekey = _backend_key(cfg), _extractor_key(cfg)
-            if make_backend is not None and bkey not in backends:
-                backends[bkey] = make_backend(cfg)
+            if make_backend is not None and bkey != backend_key:
+                if backend is not None:
+                    await backend.aclose()
+                backend, backend_key = make_backend(cfg), bkey
             preparer = pipeline.Preparer(cfg, extractors=extractor_sets.get(ekey))
             extractor_sets.setdefault(ekey, preparer.extractors)
             cb = (lambda r, v=v: progress(v, r)) if progress is not None else None
             started = time.time()
             summary = await pipeline.run_items_async(
-                items, cfg, out_dir / "results" / f"{v.slug}.jsonl", progress=cb, backend=backends.get(bkey), preparer=preparer
+                items, cfg, out_dir / "results" / f"{v.slug}.jsonl", progress=cb, backend=backend, preparer=preparer
             )
             row = {
                 "variant": v.name,
@@ -225,9 +236,11 @@ async def _run_variants(items, variants, out_dir: Path, progress) -> list[dict[s
             with open(out_dir / "runs.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             stats.append(row)
+            if on_variant is not None:
+                on_variant(v, row)
     finally:
-        for b in backends.values():
-            await b.aclose()
+        if backend is not None:
+            await backend.aclose()
     return stats
 
 
@@ -442,6 +455,7 @@ def ablate(
     examples: int = 3,
     run: bool = True,
     progress: Callable[[Variant, Result], None] | None = None,
+    on_variant: Callable[[Variant, dict[str, Any]], None] | None = None,
 ) -> AblationOutcome:
     """Run (or with ``run=False`` only re-score) an ablation and write its report."""
     from sovtp.eval.report import model_fingerprint, versions, write_report
@@ -463,7 +477,7 @@ def ablate(
             "variants": [{"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl"} for v in variants],
         },
     )
-    runs = run_variants(items, variants, out_dir, progress) if run else []
+    runs = run_variants(items, variants, out_dir, progress, on_variant) if run else []
     summary, scores, records = summarize(items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed)
     shown = collect_examples(items, variants, records, summary, out_dir, examples)
     manifest = {

@@ -239,23 +239,39 @@ def ablate_command(
         n_variants *= len(v)
     err.print(f"{len(items)} item(s) x {n_variants} variant(s) -> {out_dir}")
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("ablation", total=len(items) * n_variants)
+    finished = 0
+
     def progress(variant, result) -> None:
-        mark = {"ok": "[green]ok[/]", "invalid": "[yellow]invalid[/]"}.get(result.status, "[red]error[/]")
-        err.print(f"  {variant.name}: {mark} {Path(result.path).name} -> {result.label or result.error or result.raw_answer}")
+        bar.update(task, advance=1, description=variant.name)
+
+    def on_variant(variant, row) -> None:
+        nonlocal finished
+        finished += 1
+        bar.update(task, completed=finished * len(items))
+        skipped = f", {row['skipped_already_done']} already done" if row["skipped_already_done"] else ""
+        bar.console.print(
+            f"[{finished}/{n_variants}] {variant.name}: {row['ok']} labelled, {row['invalid']} invalid, {row['errors']} error(s){skipped} in {row['seconds']:.1f}s"
+        )
 
     try:
-        outcome = ablate(
-            items,
-            g,
-            base,
-            out_dir,
-            baseline=baseline,
-            n_boot=bootstrap,
-            seed=seed,
-            examples=examples,
-            run=not report_only,
-            progress=progress,
-        )
+        with bar:
+            outcome = ablate(
+                items,
+                g,
+                base,
+                out_dir,
+                baseline=baseline,
+                n_boot=bootstrap,
+                seed=seed,
+                examples=examples,
+                run=not report_only,
+                progress=progress,
+                on_variant=on_variant,
+            )
     except KeyboardInterrupt:
         err.print(f"\n[yellow]Interrupted.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
         raise typer.Exit(130) from None

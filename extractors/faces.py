@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-
 from sovtp.extractors._mp import import_mediapipe_solutions
+
 from sovtp.tracking import Detection, apply_overlap_rule, largest_face, track_faces
 from sovtp.types import Box, Clip, Cues
 

@@ -249,7 +249,7 @@ def face_aus(face_id: int, meshes: Mapping[int, np.ndarray], percentile: float =
     positions = sorted(meshes)
     series = [measure(meshes[p]) for p in positions]
     ref = person_reference(series)
-    per_frame = {p: intensities(m, ref) for p, m in zip(positions, series)}
+    per_frame = {p: intensities(m, ref) for p, m in zip(positions, series, strict=True)}
     summary: list[AU] = []
     if per_frame:
         for au in sorted(AU_NAMES):

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-
 from sovtp.extractors._mp import crop, import_mediapipe_solutions, square_crop_box
+
 from sovtp.types import Box, Clip, Cues, FaceObservation, FaceTrack
 
 

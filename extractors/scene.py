@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-
 from sovtp.extractors.pose import person_box
+
 from sovtp.types import Clip, Cues, SceneStats
 
 
@@ -53,11 +53,11 @@ class SceneDynamics:
         motion = None
         person: dict[int, float] = {}
         if len(greys) > 1:
-            diffs = [np.abs(b - a) for a, b in zip(greys, greys[1:])]
+            diffs = [np.abs(b - a) for a, b in zip(greys, greys[1:], strict=False)]
             motion = float(np.mean([d.mean() for d in diffs]))
             for track in cues.faces:
                 values = []
-                for (fa, fb), diff in zip(zip(frames, frames[1:]), diffs):
+                for (fa, fb), diff in zip(zip(frames, frames[1:], strict=False), diffs, strict=True):
                     obs = track.at(fb.position) or track.at(fa.position)
                     if obs is None:
                         continue

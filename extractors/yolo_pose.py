@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from sovtp.extractors.posture import posture_phrases
 
 from sovtp.extract import ExtractorUnavailable
-from sovtp.extractors.posture import posture_phrases
 from sovtp.types import Clip, Cues, FaceTrack, Pose
 
 # COCO-17 index -> BlazePose-33 index.

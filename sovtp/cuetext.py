@@ -167,7 +167,7 @@ def _skipped(cues: Cues, include: set[str], available: dict[str, bool]) -> list[
         if available[kind]:
             continue
         if kind not in include:
-            out.append({"cue": kind, "reason": "left out by the prompt settings (--cues)"})
+            out.append({"cue": kind, "reason": "left out of this prompt"})
             continue
         names = EXTRACTORS_OF.get(kind, (kind,))
         reasons = [cues.skipped[n] for n in names if n in cues.skipped]
@@ -205,7 +205,7 @@ def target_reference(target_id: int | None, visual: str, shows_ids: bool) -> str
         "blur_reverse": "the person whose face is in focus",
         "gray_reverse": "the person whose face is in colour",
         "crop": "the person whose face is shown",
-    }.get(visual, f"face {target_id}")
+    }.get(visual, "the most prominent person")
 
 
 def template_variables(

@@ -85,7 +85,7 @@ def test_scores_match_direct_computation(backend):
             lp = torch.log_softmax(model(input_ids=x).logits.float(), -1)[0]
         totals.append(sum(float(lp[len(ctx_ids) + j - 1, t]) for j, t in enumerate(ids)))
     z = sum(math.exp(t) for t in totals)
-    for lab, t in zip(labels, totals):
+    for lab, t in zip(labels, totals, strict=True):
         assert math.isclose(scores[lab], math.exp(t) / z, rel_tol=1e-4)
 
 

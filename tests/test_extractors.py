@@ -10,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from sovtp.cache import JsonCache
-from sovtp.extract import run_extractors
 from sovtp.extractors.expressions import PrototypeExpressions
 from sovtp.extractors.faces import MediapipeFaces
 from sovtp.extractors.geometric_aus import GeometricAUs
@@ -21,6 +18,9 @@ from sovtp.extractors.pose import MediapipePose
 from sovtp.extractors.pyfeat_adapter import PyFeatAUs
 from sovtp.extractors.scene import SceneDynamics
 from sovtp.extractors.yolo_pose import YoloPose
+
+from sovtp.cache import JsonCache
+from sovtp.extract import run_extractors
 from sovtp.types import Clip, Frame, file_sha256
 
 

@@ -52,7 +52,14 @@ def test_contempt_valid_in_mafw():
 
 
 def test_json_stages_and_faces():
-    obj = {"observation": "brows raised", "action_units": "AU1 AU2", "context": "alone", "reasoning": "shock", "faces": {"1": "Surprised", "2": "joy"}, "label": "fear"}
+    obj = {
+        "observation": "brows raised",
+        "action_units": "AU1 AU2",
+        "context": "alone",
+        "reasoning": "shock",
+        "faces": {"1": "Surprised", "2": "joy"},
+        "label": "fear",
+    }
     text = "```json\n" + json.dumps(obj) + "\n```"
     r = parse_answer(Answer(text=text, mode="json"), DFEW, target_id=1)
     assert r.status == "ok"

@@ -34,7 +34,6 @@ def ensure_torchvision() -> bool:
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
     _define_ops()
-    import torchvision
     import torchvision.io as tvio
 
     def decode_image(input, mode=None, apply_exif_orientation: bool = False):  # noqa: A002
@@ -42,6 +41,7 @@ def ensure_torchvision() -> bool:
         import io
 
         import numpy as np
+        import torch
         from PIL import Image
 
         data = input.numpy().tobytes() if hasattr(input, "numpy") else bytes(input)
@@ -63,9 +63,14 @@ def _define_ops() -> None:
         return
     import torch
 
-    _LIB = torch.library.Library("torchvision", "DEF")
-    _LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    # FRAGMENT, and only ops not yet declared: the .pth hook and this module may both
+    # run in one process (they are separate module objects).
+    _LIB = torch.library.Library("torchvision", "FRAGMENT")
+    for op in ("nms", "qnms"):
+        try:
+            torch._C._dispatch_find_schema_or_throw(f"torchvision::{op}", "")
+        except RuntimeError:
+            _LIB.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
 class _Hook:

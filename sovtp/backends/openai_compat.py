@@ -115,7 +115,13 @@ class OpenAIBackend:
         return Capabilities(json_schema=True, choice=self.server == "vllm")
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "image_max_side": self.image_max_side, "detail": self.detail, "jpeg_quality": self.jpeg_quality}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "image_max_side": self.image_max_side,
+            "detail": self.detail,
+            "jpeg_quality": self.jpeg_quality,
+        }
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key (and any long fragment of it) replaced by ***."""
@@ -146,7 +152,9 @@ class OpenAIBackend:
                 limits=httpx.Limits(max_connections=self.concurrency + 4, max_keepalive_connections=self.concurrency + 4),
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             )
-            self._client = AsyncOpenAI(api_key=self._require_key(), base_url=self.base_url, max_retries=0, timeout=self.timeout, http_client=http)
+            self._client = AsyncOpenAI(
+                api_key=self._require_key(), base_url=self.base_url, max_retries=0, timeout=self.timeout, http_client=http
+            )
         return self._client
 
     async def check(self) -> None:
@@ -162,7 +170,9 @@ class OpenAIBackend:
             data = list(models.data)
         except openai.APIConnectionError as exc:
             reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "connection refused or dropped"
-            raise UserError(f"Cannot reach the OpenAI-compatible server at {where} ({reason}); start it or fix --base-url / OPENAI_BASE_URL.") from None
+            raise UserError(
+                f"Cannot reach the OpenAI-compatible server at {where} ({reason}); start it or fix --base-url / OPENAI_BASE_URL."
+            ) from None
         except openai.AuthenticationError:
             raise UserError(f"The server at {where} rejected the API key (HTTP 401); check OPENAI_API_KEY.") from None
         except openai.APIStatusError:
@@ -223,11 +233,11 @@ class OpenAIBackend:
         import openai
 
         assert self._sem is not None
-        kw = self.build_request(prompt, mode, sampling)
         client = self._get_client()
         retries = 0
         t0 = time.perf_counter()
         async with self._sem:
+            kw = self.build_request(prompt, mode, sampling)  # encoded only when sent: bounded memory
             for attempt in range(self.max_retries + 1):
                 delay: float | None = None
                 try:

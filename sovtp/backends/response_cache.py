@@ -104,7 +104,7 @@ class CachedBackend:
         self.misses += len(todo)
         if todo:
             fresh = await self.inner.answer([prompts[i] for i in todo], mode, sampling)
-            for i, a in zip(todo, fresh):
+            for i, a in zip(todo, fresh, strict=True):
                 out[i] = a
                 if a.error is None:
                     self.cache.put(keys[i], answer_to_json(a))

@@ -56,7 +56,12 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def cache_identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {"backend": self.name, "model": self.model, "image_max_side": self.image_max_side, "rank_reasoning": self.rank_reasoning}
+        ident: dict[str, Any] = {
+            "backend": self.name,
+            "model": self.model,
+            "image_max_side": self.image_max_side,
+            "rank_reasoning": self.rank_reasoning,
+        }
         cfg = Path(self.model) / "config.json"
         if cfg.is_file():  # a local folder: its content, not its path, is the identity
             from sovtp.cache import stable_key
@@ -76,7 +81,9 @@ class TransformersBackend:
                 import torch  # noqa: F401
                 import transformers  # noqa: F401
             except ImportError:
-                raise UserError("The transformers backend needs torch and transformers; install them with pip install 'sovtp[transformers]'.") from None
+                raise UserError(
+                    "The transformers backend needs torch and transformers; install them with pip install 'sovtp[transformers]'."
+                ) from None
             from sovtp.backends._torchvision_shim import ensure_torchvision
 
             ensure_torchvision()
@@ -93,7 +100,9 @@ class TransformersBackend:
                 model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype)
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"Cannot load model {self.model!r} with transformers ({first[:160]}); pass a local checkpoint folder or a model id that is in the local cache.") from None
+                raise UserError(
+                    f"Cannot load model {self.model!r} with transformers ({first[:160]}); pass a local checkpoint folder or a model id that is in the local cache."
+                ) from None
             proc.tokenizer.padding_side = "left"
             if proc.tokenizer.pad_token is None:
                 proc.tokenizer.pad_token = proc.tokenizer.eos_token
@@ -150,7 +159,7 @@ class TransformersBackend:
         n_in = inputs["input_ids"].shape[1]
         res = []
         eos = {tok.eos_token_id, tok.pad_token_id}
-        for row, mask in zip(seqs[:, n_in:], inputs["attention_mask"]):
+        for row, mask in zip(seqs[:, n_in:], inputs["attention_mask"], strict=True):
             ids = row.tolist()
             n_out = next((k for k, t in enumerate(ids) if t in eos), len(ids))
             res.append((tok.decode(ids[:n_out], skip_special_tokens=True), int(mask.sum()), n_out))
@@ -166,11 +175,13 @@ class TransformersBackend:
         if mode in ("free", "json"):
             return [Answer(text=t, mode=mode, usage=Usage(prompt_tokens=n_in, completion_tokens=n_out)) for t, n_in, n_out in generated]
         answers = []
-        for prompt, text, ims, (reasoning, n_in, n_out) in zip(batch, texts, images, generated):
+        for prompt, text, ims, (reasoning, n_in, n_out) in zip(batch, texts, images, generated, strict=True):
             scores, n_ctx = self._score_labels(text + reasoning + FINAL_CUE, ims, list(prompt.labels))
             label = max(scores, key=scores.__getitem__)
             shown = f"{reasoning}{FINAL_CUE} {label}" if reasoning else label
-            answers.append(Answer(text=shown, mode=mode, label_scores=scores, usage=Usage(prompt_tokens=n_in or n_ctx, completion_tokens=n_out)))
+            answers.append(
+                Answer(text=shown, mode=mode, label_scores=scores, usage=Usage(prompt_tokens=n_in or n_ctx, completion_tokens=n_out))
+            )
         return answers
 
     def score_labels(self, context: str, images: list[Any], labels: list[str]) -> dict[str, float]:
@@ -216,7 +227,7 @@ class TransformersBackend:
         top = max(totals)
         exps = [math.exp(t - top) for t in totals]
         z = sum(exps)
-        return {lab: e / z for lab, e in zip(labels, exps)}, start
+        return {lab: e / z for lab, e in zip(labels, exps, strict=True)}, start
 
     async def aclose(self) -> None:
         self._model = None

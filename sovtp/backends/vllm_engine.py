@@ -107,7 +107,9 @@ class VLLMBackend:
             self._llm = vllm.LLM(**self.engine_args(limit))
         except Exception as exc:
             detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise UserError(f"vLLM could not start an engine for {self.model!r} ({type(exc).__name__}: {detail}); check the model path and that a GPU (or the vLLM CPU build) is available.") from None
+            raise UserError(
+                f"vLLM could not start an engine for {self.model!r} ({type(exc).__name__}: {detail}); check the model path and that a GPU (or the vLLM CPU build) is available."
+            ) from None
         self._limit = limit
         return self._llm
 
@@ -144,7 +146,9 @@ class VLLMBackend:
         idx, convs, params = [], [], []
         for i, p in enumerate(prompts):
             if len(p.images) > self._limit:
-                out[i] = Answer(mode=mode, error=f"the prompt has {len(p.images)} images but the engine was started for {self._limit}; set max_images")
+                out[i] = Answer(
+                    mode=mode, error=f"the prompt has {len(p.images)} images but the engine was started for {self._limit}; set max_images"
+                )
                 continue
             idx.append(i)
             convs.append(vllm_messages(p, self.image_max_side))
@@ -153,7 +157,7 @@ class VLLMBackend:
             t0 = time.perf_counter()
             results = llm.chat(convs, sampling_params=params, use_tqdm=False)
             dt = (time.perf_counter() - t0) / len(convs)
-            for i, r in zip(idx, results):
+            for i, r in zip(idx, results, strict=True):
                 o = r.outputs[0]
                 text = o.text
                 out[i] = Answer(

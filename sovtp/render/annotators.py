@@ -83,7 +83,7 @@ class Landmarks:
         for m in _observed(marks):
             if m.landmarks is None:
                 continue
-            r = max(1.0, m.box.width / 90.0)
+            r = max(1.5, m.box.width / 80.0)
             color = face_color(m.id)
             for x, y in np.round(m.landmarks, 1).tolist():
                 d.ellipse((x - r, y - r, x + r, y + r), fill=color, outline=WHITE if r >= 2 else None)

@@ -109,7 +109,9 @@ class _Base:
 
     def _get(self, h: BaseHTTPRequestHandler) -> None:
         if h.path.rstrip("/").endswith("/models"):
-            self.send_json(h, 200, {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": self.owned_by}]})
+            self.send_json(
+                h, 200, {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": self.owned_by}]}
+            )
         elif h.path.rstrip("/").endswith("/health"):
             self.send_json(h, 200, {"ok": True})
         else:
@@ -119,7 +121,9 @@ class _Base:
         raise NotImplementedError
 
     @staticmethod
-    def completion(model: str, text: str, prompt_tokens: int = 10, completion_tokens: int | None = None, finish: str = "stop") -> dict[str, Any]:
+    def completion(
+        model: str, text: str, prompt_tokens: int = 10, completion_tokens: int | None = None, finish: str = "stop"
+    ) -> dict[str, Any]:
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12],
             "object": "chat.completion",
@@ -285,7 +289,10 @@ class ModelServer(_Base):
         labels = tuple(choice) or ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
         prompt = Prompt(parts=tuple(parts), labels=labels, template_name="http", template_hash="", system=system)
         mode = "choice" if choice else "free"
-        sampling = Sampling(temperature=float(body.get("temperature") or 0.0), max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 16))
+        sampling = Sampling(
+            temperature=float(body.get("temperature") or 0.0),
+            max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 16),
+        )
         with self._run_lock:
             [ans] = asyncio.run(self.backend.answer([prompt], mode, sampling))
         if ans.error:

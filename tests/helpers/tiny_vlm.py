@@ -163,8 +163,12 @@ def build_tiny_vlm(dir: Path, max_pixels: int = 112 * 112, seed: int = 0) -> Pat
     model.generation_config.do_sample = False
     model.save_pretrained(dir)
 
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=QWEN_VL_CHAT_TEMPLATE
     )

