@@ -374,16 +374,16 @@ def check_template(template: Template, cues: Cues | None = None, clip: Clip | No
     clip = clip or s_clip
     base = cues if cues is not None else s_cues
 
-    def variables(c: Cues, include: set[str] | None = None, per_face: bool = False) -> dict[str, Any]:
+    def variables(c: Cues, include: set[str] | None = None, per_face: bool = False, privacy: str = "none") -> dict[str, Any]:
         return template_variables(
-            clip, c, labels, include, per_face, visual=template.visual, layout=template.layout, stages=list(template.stages), answer=template.answer
+            clip, c, labels, include, per_face, visual=template.visual, layout=template.layout, stages=list(template.stages), answer=template.answer, privacy=privacy
         )
 
     cases = [
         (variables(base), ""),
         (variables(Cues(ran={"faces": "1"})), "when a clip has no face"),
         (variables(base, include=set()), "when text cues are left out (--cues none)"),
-        (variables(base, per_face=True), "with per-face answers"),
+        (variables(base, per_face=True, privacy="blur-all"), "with per-face answers and blurred faces"),
     ]
     _static_check(template, _environment(template), {str(i): v for i, (v, _) in enumerate(cases)})
     for vars_, when in cases:
@@ -465,9 +465,11 @@ def compose_prompt(
     *,
     visual: str | None = None,
     layout: str | None = None,
+    privacy: str = "none",
 ) -> Prompt:
     """One clip's prompt. Pass ``visual`` / ``layout`` when they differ from the
-    template's (``--visual``/``--layout``) so the text describes the marks actually drawn."""
+    template's (``--visual``/``--layout``) and ``privacy`` when faces were blurred, so
+    the text describes the images actually sent."""
     chosen = _select_images(images, template.images)
     if layout is None:
         layout = "grid" if len(chosen) == 1 and len(clip.frames) > 1 and template.images is None else template.layout
@@ -484,6 +486,7 @@ def compose_prompt(
         num_images=len(chosen),
         stages=list(template.stages),
         answer=template.answer,
+        privacy=privacy,
     )
     rendered = render_text(template, variables)
     parts = split_parts(rendered, chosen)

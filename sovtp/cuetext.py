@@ -47,6 +47,12 @@ EXTRACTORS_OF: dict[str, tuple[str, ...]] = {
 }
 
 VISUAL_NOTES_FALLBACK = ""
+NO_FACE_NOTE = "No face was detected, so nothing is marked on the images."
+PRIVACY_NOTES: dict[str, str] = {
+    "none": "",
+    "blur-others": "For privacy, the faces of the other people are blurred.",
+    "blur-all": "For privacy, every face is blurred; rely on the drawn marks and the measurements given here.",
+}
 
 
 def intensity_word(x: float) -> str:
@@ -220,6 +226,7 @@ def template_variables(
     num_images: int | None = None,
     stages: list[str] | None = None,
     answer: str = "label",
+    privacy: str = "none",
 ) -> dict[str, Any]:
     """Everything a template may use, as plain data (see :data:`VARIABLES`)."""
     from sovtp.render.modes import MODES
@@ -259,7 +266,9 @@ def template_variables(
         "duration": None if clip.duration is None else round(clip.duration, 2),
         "fps": None if clip.fps is None else round(clip.fps, 2),
         "visual": visual,
-        "visual_note": mode.note if mode else VISUAL_NOTES_FALLBACK,
+        "visual_note": (NO_FACE_NOTE if mode and mode.note else "") if not cues.faces else (mode.note if mode else VISUAL_NOTES_FALLBACK),
+        "privacy": privacy,
+        "privacy_note": PRIVACY_NOTES.get(privacy, "") if cues.faces else "",
         "layout": "grid" if grid else "frames",
         "layout_note": (f"The {num_frames} frames are tiled into one image in reading order, each numbered in its top-left corner." if grid else ""),
         "num_images": num_frames if num_images is None else num_images,
@@ -294,6 +303,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "fps": ("float | None", "frames per second of the video"),
     "visual": ("str", "the visual mode of the images (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som)"),
     "visual_note": ("str", "one sentence saying what the drawn marks mean ('' for none)"),
+    "privacy": ("str", "the privacy mode of the images: none, blur-others, blur-all"),
+    "privacy_note": ("str", "one sentence telling the model which faces are blurred ('' for none)"),
     "layout": ("str", "'frames' (one image per frame) or 'grid' (one tiled image)"),
     "layout_note": ("str", "one sentence describing a grid ('' for frames)"),
     "num_images": ("int", "number of images sent with the prompt"),

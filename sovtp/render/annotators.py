@@ -86,7 +86,7 @@ class Landmarks:
             r = max(1.5, m.box.width / 80.0)
             color = face_color(m.id)
             for x, y in np.round(m.landmarks, 1).tolist():
-                d.ellipse((x - r, y - r, x + r, y + r), fill=color, outline=WHITE if r >= 2 else None)
+                d.ellipse((x - r, y - r, x + r, y + r), fill=color, outline=WHITE if r >= 3 else None)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,23 @@ def varied_copies(src: Path, folder: Path, n: int, stem: str = "item") -> list[P
     return out
 
 
+def varied_images(src: Path, folder: Path, n: int, stem: str = "item") -> list[Path]:
+    """``n`` PNG copies of the image ``src``, each with a different 6x6 corner patch: the
+    pixels differ, so neither the content hash nor the prompt (response cache) repeats."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = np.asarray(Image.open(src).convert("RGB")).copy()
+    out = []
+    for i in range(n):
+        img = base.copy()
+        img[:6, :6] = ((i * 37) % 256, (i * 91) % 256, (i * 53 + 17) % 256)
+        p = folder / f"{stem}{i:03d}.png"
+        Image.fromarray(img).save(p)
+        out.append(p)
+    return out
+
+
 # --------------------------------------------------------------------------- videos
 
 

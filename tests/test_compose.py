@@ -1,0 +1,123 @@
+"""compose_prompt: parts in order, image placement, image counts, cue ablations,
+per-face schemas, and one prompt composed from real frames and real detections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sovtp.compose import compose_prompt, load_template, template_from_source
+from sovtp.labels import DFEW, FERV39K
+from sovtp.types import ImagePart, TextPart
+from tests.test_templates import fixed_clip, fixed_cues, placeholder_images
+
+
+def kinds(prompt) -> list[str]:
+    return ["img" if isinstance(p, ImagePart) else "txt" for p in prompt.parts]
+
+
+def test_images_come_first_by_default():
+    clip = fixed_clip()
+    p = compose_prompt(load_template("direct"), clip, fixed_cues(), DFEW, placeholder_images(clip))
+    assert kinds(p) == ["img"] * 4 + ["txt"]
+    assert [im.caption for im in p.images] == [f"frame {i}/4" for i in range(1, 5)]
+    assert p.labels == DFEW.labels and p.template_name == "direct" and len(p.template_hash) == 64
+    assert p.answer_schema is None
+
+
+def test_images_go_where_the_template_places_them():
+    clip = fixed_clip()
+    t = template_from_source("Look at these:\n{{ images }}\nNow answer: {{ labels_text }}\n", "placed")
+    p = compose_prompt(t, clip, fixed_cues(), DFEW, placeholder_images(clip))
+    assert kinds(p) == ["txt", "img", "img", "img", "img", "txt"]
+    assert p.parts[0].text == "Look at these:"
+    t = template_from_source("First frame:\n{{ image(1) }}\nLast frame:\n{{ image(4) }}\nanswer", "some")
+    p = compose_prompt(t, clip, fixed_cues(), DFEW, placeholder_images(clip))
+    # frames 2 and 3 were not placed: they lead
+    assert [x.caption if isinstance(x, ImagePart) else x.text for x in p.parts] == [
+        "frame 2/4", "frame 3/4", "First frame:", "frame 1/4", "Last frame:", "frame 4/4", "answer",
+    ]  # fmt: skip
+
+
+def test_declared_image_count_picks_evenly_spaced_frames():
+    clip = fixed_clip()
+    one = template_from_source("{#---\nimages: 1\n---#}\n{{ num_images }} image", "one")
+    p = compose_prompt(one, clip, fixed_cues(), DFEW, placeholder_images(clip))
+    assert [im.caption for im in p.images] == ["frame 2/4"] and p.text == "1 image"
+    two = template_from_source("{#---\nimages: 2\n---#}\nx", "two")
+    p = compose_prompt(two, clip, fixed_cues(), DFEW, placeholder_images(clip))
+    assert [im.caption for im in p.images] == ["frame 1/4", "frame 4/4"]
+
+
+def test_a_single_image_for_many_frames_is_described_as_a_grid():
+    clip = fixed_clip()
+    p = compose_prompt(load_template("sov"), clip, fixed_cues(), DFEW, placeholder_images(clip, 1))
+    assert "The 4 frames are tiled into one image in reading order" in p.text
+
+
+@pytest.mark.parametrize(
+    "include, present, absent",
+    [
+        (None, ["AU4 (brow lowerer)", "head lowered", "motion energy 0.012", '"happy"'], []),
+        (set(), [], ["AU4", "head lowered", "motion energy", '"happy"', "Face 1 (left)"]),
+        ({"aus"}, ["AU4 (brow lowerer)"], ["head lowered", "motion energy", '"happy"']),
+        ({"aus", "pose"}, ["AU4 (brow lowerer)", "head lowered"], ["motion energy 0.012", '"happy"']),
+        ({"faces", "expressions"}, ['"happy"', "Face 1 (left)"], ["AU4", "head lowered"]),
+    ],
+)
+def test_include_cues_controls_the_text_cues(include, present, absent):
+    clip = fixed_clip()
+    text = compose_prompt(load_template("sovtp"), clip, fixed_cues(), DFEW, placeholder_images(clip), include_cues=include).text
+    for s in present:
+        assert s in text
+    for s in absent:
+        assert s not in text
+    assert "the person marked 2" in text, "the target is named whatever text cues are left out"
+
+
+def test_unknown_cue_kind_is_refused():
+    clip = fixed_clip()
+    with pytest.raises(ValueError, match=r"unknown cue kind\(s\) \['gaze'\]"):
+        compose_prompt(load_template("sovtp"), clip, fixed_cues(), DFEW, placeholder_images(clip), include_cues={"gaze"})
+
+
+def test_per_face_answers_get_a_label_per_face_in_the_schema():
+    clip = fixed_clip()
+    p = compose_prompt(load_template("sovtp"), clip, fixed_cues(), FERV39K, placeholder_images(clip), per_face=True)
+    faces = p.answer_schema["properties"]["faces"]
+    assert faces["required"] == ["1", "2", "3"]
+    assert faces["properties"]["3"]["enum"] == list(FERV39K.labels)
+    assert list(p.answer_schema["properties"])[-1] == "label"
+    assert '"faces": {"1": ' in p.text and 'Under "faces"' in p.text
+
+
+def test_privacy_is_told_to_the_model():
+    clip = fixed_clip()
+    text = compose_prompt(load_template("sovtp"), clip, fixed_cues(), DFEW, placeholder_images(clip), privacy="blur-all").text
+    assert "For privacy, every face is blurred" in text
+
+
+def test_visual_override_changes_the_description():
+    clip = fixed_clip()
+    t = load_template("sovtp")
+    text = compose_prompt(t, clip, fixed_cues(), DFEW, placeholder_images(clip), visual="red_circle").text
+    assert "A red ellipse marks the person to judge." in text and "the person circled in red" in text
+    assert "dots mark its facial landmarks" not in text
+
+
+def test_prompt_from_real_frames_and_detections(media):
+    """The path the pipeline takes: real photo -> real mediapipe cues -> render -> compose."""
+    from sovtp.render import render_views
+    from tests.test_render import real_scene
+
+    clip, cues = real_scene(str(media / "multi_face.jpg"))
+    images = render_views(clip, cues, "sovtp")
+    p = compose_prompt(load_template("sovtp"), clip, cues, DFEW, images)
+    assert kinds(p) == ["img", "txt"]
+    assert p.images[0].image.shape == clip.frames[0].image.shape
+    assert f"the person marked {cues.target_id}" in p.text
+    assert "The image is a single photo." in p.text
+    others = [f.id for f in cues.faces if f.id != cues.target_id]
+    assert all(f"- Face {i} (" in p.text for i in others)
+    assert isinstance(p.parts[-1], TextPart) and p.parts[-1].text.endswith("fear.")
+    assert np.array_equal(images[0].image, p.images[0].image)
