@@ -40,6 +40,7 @@ TargetOpt = Annotated[str, typer.Option("--target", help="Target face: largest, 
 LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line.")]
 CuesOpt = Annotated[Optional[str], typer.Option("--cues", help="Text cues given to the template: all (default), none, or a '+'-joined subset of faces, landmarks, aus, pose, scene, expressions (e.g. aus+pose).")]
 ExtractorsOpt = Annotated[Optional[str], typer.Option("--extractors", help="Comma-separated extractor plugins to run (default: faces,landmarks,aus,pose,scene,expressions).")]
+PoseWeightsOpt = Annotated[Optional[Path], typer.Option("--pose-weights", help="Ultralytics YOLO-pose weights (.pt): multi-person pose in one pass instead of mediapipe (ultralytics is AGPL-3.0).")]
 PrivacyOpt = Annotated[str, typer.Option("--privacy", help="none, blur-others or blur-all: de-identify faces in every image before it leaves the machine.")]
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cue and response cache folder (default ~/.cache/sovtp or $SOVTP_CACHE_DIR).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Use no cue or response cache.")]
@@ -70,13 +71,20 @@ def _config(**kw):
         raise typer.BadParameter(str(exc)) from None
     extractors = kw.pop("extractors")
     names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
+    pose_weights = kw.pop("pose_weights", None)
+    params: dict = {}
+    if pose_weights is not None:
+        names = tuple("yolo_pose" if n == "pose" else n for n in names)
+        if "yolo_pose" not in names:
+            names += ("yolo_pose",)
+        params["yolo_pose"] = {"weights": str(pose_weights)}
     no_cache = kw.pop("no_cache")
     cache_dir = kw.pop("cache_dir")
     include = _parse_cues(kw.pop("cues"))
     extra = {}
     if cache_dir is not None or no_cache:
         extra["cache_dir"] = None if no_cache else cache_dir
-    return RunConfig(labels=labels, extractors=names, include_cues=include, **extra, **kw)
+    return RunConfig(labels=labels, extractors=names, extractor_params=params, include_cues=include, **extra, **kw)
 
 
 def _warn_network(base_url: str | None, privacy: str) -> None:
@@ -113,6 +121,7 @@ def run(
     per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too.")] = False,
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
+    pose_weights: PoseWeightsOpt = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL). The key is read from $OPENAI_API_KEY only.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")] = 8,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 120.0,
@@ -146,7 +155,7 @@ def run(
         options["device"] = device
     config = _config(
         backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
-        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, concurrency=concurrency, temperature=temperature,
+        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, temperature=temperature,
         max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
     )  # fmt: skip
     items = discover(inputs)
@@ -188,6 +197,7 @@ def prompt(
     per_face: Annotated[bool, typer.Option("--per-face")] = False,
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
+    pose_weights: PoseWeightsOpt = None,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
@@ -198,7 +208,7 @@ def prompt(
 
     config = _config(
         template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
-        per_face=per_face, privacy=privacy, extractors=extractors, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
+        per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
     )  # fmt: skip
     items = discover(inputs)
     if not items:
@@ -211,7 +221,7 @@ def prompt(
             failures += 1
             err.print(f"[red]error[/] {written}")
         else:
-            err.print(f"[green]ok[/] {item.display} -> {written[0].parent}")
+            err.print(f"[green]ok[/] {item.display} -> {written[0].parent}", soft_wrap=True)
     err.print(f"Previews for {len(items) - failures} of {len(items)} input(s) in {out_dir}.")
 
 

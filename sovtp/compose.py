@@ -124,9 +124,13 @@ def parse_front_matter(source: str, name: str = "<template>") -> tuple[dict[str,
         key, sep, value = line.partition(":")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_]+", key):
-            raise TemplateError(f"template {name!r} line {lineno}: front matter line {raw.strip()!r} is not 'key: value'; fix it.", name, lineno)
+            raise TemplateError(
+                f"template {name!r} line {lineno}: front matter line {raw.strip()!r} is not 'key: value'; fix it.", name, lineno
+            )
         if key not in FRONT_KEYS:
-            raise TemplateError(f"template {name!r} line {lineno}: unknown front-matter key {key!r}; use one of {', '.join(FRONT_KEYS)}.", name, lineno, key)
+            raise TemplateError(
+                f"template {name!r} line {lineno}: unknown front-matter key {key!r}; use one of {', '.join(FRONT_KEYS)}.", name, lineno, key
+            )
         data[key] = _value(value)
         lines[key] = lineno
     return data, lines
@@ -216,7 +220,9 @@ def load_template(spec: str, folder: Path | str | None = None) -> Template:
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"template {str(spec)!r} could not be read ({type(exc).__name__}: {exc}); check the path and that it is UTF-8 text.", str(spec)) from None
+        raise TemplateError(
+            f"template {str(spec)!r} could not be read ({type(exc).__name__}: {exc}); check the path and that it is UTF-8 text.", str(spec)
+        ) from None
     return template_from_source(source, name, path)
 
 
@@ -276,19 +282,42 @@ def _as_template_error(template: Template, exc: Exception, when: str = "") -> Te
     if isinstance(exc, TemplateSyntaxError):
         return TemplateError(f"{where}: syntax error ({msg}); fix the Jinja syntax.", template.name, line)
     if isinstance(exc, SecurityError):
-        return TemplateError(f"{where}: the sandbox blocked an unsafe operation ({msg}); templates may only read the documented variables.", template.name, line)
+        return TemplateError(
+            f"{where}: the sandbox blocked an unsafe operation ({msg}); templates may only read the documented variables.",
+            template.name,
+            line,
+        )
     if isinstance(exc, UndefinedError):
         m = re.search(r"'([^']+)' is undefined", msg) or re.search(r"has no attribute '([^']+)'", msg)
         var = m.group(1) if m else None
         if when and "None" in msg:
             return TemplateError(f"{where}: fails {when} ({msg}); guard it with {{% if ... %}}.", template.name, line, var)
         return TemplateError(
-            f"{where}: undefined variable {var!r} ({msg}){' ' + when if when else ''}; check its spelling against prompts/VARIABLES.md.", template.name, line, var
+            f"{where}: undefined variable {var!r} ({msg}){' ' + when if when else ''}; check its spelling against prompts/VARIABLES.md.",
+            template.name,
+            line,
+            var,
         )
-    return TemplateError(f"{where}: rendering failed{' ' + when if when else ''} ({type(exc).__name__}: {msg}); fix the template.", template.name, line)
+    return TemplateError(
+        f"{where}: rendering failed{' ' + when if when else ''} ({type(exc).__name__}: {msg}); fix the template.", template.name, line
+    )
 
 
-LOOP_ATTRIBUTES = {"index", "index0", "revindex", "revindex0", "first", "last", "length", "cycle", "depth", "depth0", "previtem", "nextitem", "changed"}
+LOOP_ATTRIBUTES = {
+    "index",
+    "index0",
+    "revindex",
+    "revindex0",
+    "first",
+    "last",
+    "length",
+    "cycle",
+    "depth",
+    "depth0",
+    "previtem",
+    "nextitem",
+    "changed",
+}
 
 
 def _known_names() -> set[str]:
@@ -329,7 +358,10 @@ def _static_check(template: Template, env, sample: dict[str, Any]) -> None:
         var = unknown[0]
         line = min((n.lineno for n in ast.find_all(nodes.Name) if n.name == var), default=None)
         raise TemplateError(
-            f"template {template.name!r} line {line}: undefined variable {var!r}; check its spelling against prompts/VARIABLES.md.", template.name, line, var
+            f"template {template.name!r} line {line}: undefined variable {var!r}; check its spelling against prompts/VARIABLES.md.",
+            template.name,
+            line,
+            var,
         )
     attrs = _known_attributes(sample) | LOOP_ATTRIBUTES | {n.attr for n in ast.find_all(nodes.NSRef)}
     own = {n.name for a in ast.find_all(nodes.Assign) for n in a.target.find_all(nodes.Name)}  # {% set ns = namespace() %}
@@ -376,7 +408,16 @@ def check_template(template: Template, cues: Cues | None = None, clip: Clip | No
 
     def variables(c: Cues, include: set[str] | None = None, per_face: bool = False, privacy: str = "none") -> dict[str, Any]:
         return template_variables(
-            clip, c, labels, include, per_face, visual=template.visual, layout=template.layout, stages=list(template.stages), answer=template.answer, privacy=privacy
+            clip,
+            c,
+            labels,
+            include,
+            per_face,
+            visual=template.visual,
+            layout=template.layout,
+            stages=list(template.stages),
+            answer=template.answer,
+            privacy=privacy,
         )
 
     cases = [

@@ -97,7 +97,14 @@ def _au_dicts(fa: FaceAUs | None) -> list[dict[str, Any]]:
         return []
     ranked: list[AU] = sorted((a for a in fa.summary if a.intensity >= AU_THRESHOLD), key=lambda a: (-a.intensity, a.number))[:AU_TOP]
     return [
-        {"code": f"AU{a.number}", "number": a.number, "name": a.name, "intensity": round(a.intensity, 2), "level": intensity_word(a.intensity), "provider": a.provider}
+        {
+            "code": f"AU{a.number}",
+            "number": a.number,
+            "name": a.name,
+            "intensity": round(a.intensity, 2),
+            "level": intensity_word(a.intensity),
+            "provider": a.provider,
+        }
         for a in ranked
     ]
 
@@ -138,7 +145,12 @@ def _face_dict(track: FaceTrack, cues: Cues, clip: Clip, include: set[str], num_
         "posture_text": "; ".join(posture),
         "motion": None if motion is None else round(motion, 3),
         "expression": (
-            {"label": expr.label, "score": round(max(expr.scores.values(), default=0.0), 2), "provider": expr.provider, "note": EXPRESSION_NOTE}
+            {
+                "label": expr.label,
+                "score": round(max(expr.scores.values(), default=0.0), 2),
+                "provider": expr.provider,
+                "note": EXPRESSION_NOTE,
+            }
             if expr is not None
             else None
         ),
@@ -179,6 +191,8 @@ def _skipped(cues: Cues, include: set[str], available: dict[str, bool]) -> list[
         reasons = [cues.skipped[n] for n in names if n in cues.skipped]
         if reasons:
             out.append({"cue": kind, "reason": reasons[0]})
+        elif kind == "expressions" and len(cues.faces) < 2:
+            out.append({"cue": kind, "reason": "there is no other person to estimate"})
         elif any(n in cues.ran for n in names):
             found = "no face was found in any sampled frame" if kind == "faces" else f"the {kind} extractor ran but found nothing"
             out.append({"cue": kind, "reason": found})
@@ -270,7 +284,9 @@ def template_variables(
         "privacy": privacy,
         "privacy_note": PRIVACY_NOTES.get(privacy, "") if cues.faces else "",
         "layout": "grid" if grid else "frames",
-        "layout_note": (f"The {num_frames} frames are tiled into one image in reading order, each numbered in its top-left corner." if grid else ""),
+        "layout_note": (
+            f"The {num_frames} frames are tiled into one image in reading order, each numbered in its top-left corner." if grid else ""
+        ),
         "num_images": num_frames if num_images is None else num_images,
         "target_id": None if target_track is None else target_track.id,
         "target_ref": target_reference(None if target_track is None else target_track.id, visual, shows_ids),
@@ -297,11 +313,17 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "labels_text": ("str", "the labels joined by ', '"),
     "label_set": ("str", "the label set's name (dfew, mafw, ferv39k, custom)"),
     "num_frames": ("int", "number of sampled frames (1 for a still image)"),
-    "frames": ("list[dict]", "one per sampled frame: number (1-based, as drawn on grids), index (frame in the video), timestamp (s), time ('1.20 s')"),
+    "frames": (
+        "list[dict]",
+        "one per sampled frame: number (1-based, as drawn on grids), index (frame in the video), timestamp (s), time ('1.20 s')",
+    ),
     "is_image": ("bool", "the input is a still image"),
     "duration": ("float | None", "clip length in seconds"),
     "fps": ("float | None", "frames per second of the video"),
-    "visual": ("str", "the visual mode of the images (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som)"),
+    "visual": (
+        "str",
+        "the visual mode of the images (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som)",
+    ),
     "visual_note": ("str", "one sentence saying what the drawn marks mean ('' for none)"),
     "privacy": ("str", "the privacy mode of the images: none, blur-others, blur-all"),
     "privacy_note": ("str", "one sentence telling the model which faces are blurred ('' for none)"),
@@ -350,7 +372,9 @@ def sample_clip_and_cues() -> tuple[Clip, Cues]:
     from sovtp.types import AU, ExpressionEstimate, FaceObservation, Frame, Pose, SceneStats
 
     frames = tuple(Frame(position=i, index=i * 10, timestamp=i * 0.4, image=np.zeros((240, 320, 3), dtype=np.uint8)) for i in range(3))
-    clip = Clip(path=Path("sample.mp4"), content_hash="0" * 64, frames=frames, fps=25.0, duration=1.2, width=320, height=240, frame_count=30)
+    clip = Clip(
+        path=Path("sample.mp4"), content_hash="0" * 64, frames=frames, fps=25.0, duration=1.2, width=320, height=240, frame_count=30
+    )
     lm = [(100.0 + (i % 20), 80.0 + (i // 20), 0.0) for i in range(478)]
     t1 = FaceTrack(id=1, observations=[FaceObservation(position=i, box=Box(x1=90, y1=60, x2=150, y2=130), landmarks=lm) for i in range(3)])
     t2 = FaceTrack(id=2, observations=[FaceObservation(position=i, box=Box(x1=220, y1=70, x2=270, y2=125)) for i in range(3)])
@@ -360,7 +384,10 @@ def sample_clip_and_cues() -> tuple[Clip, Cues]:
         aus={
             1: FaceAUs(
                 face_id=1,
-                summary=[AU(number=12, name="lip corner puller", intensity=0.62, provider="geometric"), AU(number=6, name="cheek raiser", intensity=0.41, provider="geometric")],
+                summary=[
+                    AU(number=12, name="lip corner puller", intensity=0.62, provider="geometric"),
+                    AU(number=6, name="cheek raiser", intensity=0.41, provider="geometric"),
+                ],
             )
         },
         poses={1: Pose(person_id=1, provider="mediapipe", posture=["head tilted left", "shoulders level"])},

@@ -58,6 +58,7 @@ class RunConfig:
     max_tokens: int = 512
     seed: int | None = 0
     concurrency: int = 8
+    workers: int | None = None  # processes preparing prompts (decode + cues); None: the CPU count, 1: one thread
     batch_size: int | None = None  # None: the backend's preference
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     backend_options: dict[str, Any] = field(default_factory=dict)  # base_url, timeout, api_key...
@@ -278,7 +279,17 @@ def _make_backend(config: RunConfig):
     options.setdefault("concurrency", config.concurrency)
     if config.image_max_side:
         options.setdefault("image_max_side", config.image_max_side)
-    backend = make_backend(config.backend, config.model or "", **options)
+    urls = options.get("base_url")
+    if isinstance(urls, (list, tuple)):  # --base-url given more than once: spread and fail over
+        options.pop("base_url")
+        if config.backend == "openai" and len(urls) > 1:
+            from sovtp.backends.endpoints import EndpointPool
+
+            backend = EndpointPool.from_urls(list(urls), model=config.model or "", **options)
+        else:
+            backend = make_backend(config.backend, config.model or "", base_url=urls[0] if urls else None, **options)
+    else:
+        backend = make_backend(config.backend, config.model or "", **options)
     if config.cache_dir:
         backend = CachedBackend(backend, JsonCache(config.cache_dir, "responses"))
     return backend
@@ -298,6 +309,7 @@ async def run_items_async(
 
     out = Path(out)
     started = time.time()
+    own_preparer = preparer is None  # a caller's Preparer (custom extractors) stays in this process
     preparer = preparer or Preparer(config)
     check_template(preparer.template)  # a broken template fails before any decode or model call
     writer = ResultsWriter(out)
@@ -313,9 +325,19 @@ async def run_items_async(
         mode = choose_mode(config.structured, backend.capabilities, has_schema)
         sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
         batch_size = config.batch_size or getattr(backend, "preferred_batch_size", 1)
-        in_flight = asyncio.Semaphore(max(1, config.concurrency))
+        capacity = max(1, config.concurrency) * max(1, int(getattr(backend, "endpoint_count", 1)))  # --concurrency is per endpoint
+        batch_size = max(1, min(batch_size, capacity))  # a batch larger than the in-flight bound would never fill
+        in_flight = asyncio.Semaphore(capacity)
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovtp-prepare")
+        from sovtp.runners.workers import ProcessPreparer, resolve_workers
+
+        workers = resolve_workers(config.workers, len(items)) if own_preparer else 1
+        pool = ProcessPreparer(config, workers, parent=preparer) if workers > 1 else None
+        # Items in the pool or prepared but not yet admitted: enough to have the next batch
+        # ready when one comes back, few enough that memory stays flat.
+        lookahead = asyncio.Semaphore(max(2 * workers, batch_size))
+        prep_tasks: set[asyncio.Task] = set()
         tasks: set[asyncio.Task] = set()
         pending: list[Prepared] = []
 
@@ -350,6 +372,20 @@ async def run_items_async(
                 t.add_done_callback(tasks.discard)
                 pending.clear()
 
+        async def prepare_in_pool(item: InputItem, key: str, content_hash: str) -> None:
+            """Worker processes prepare ahead while earlier prompts are with the backend."""
+            assert pool is not None
+            prepared = await pool.prepare(item, key, content_hash)
+            if prepared.error is not None:
+                lookahead.release()
+                finish(result_for(prepared, None, config))
+                return
+            await in_flight.acquire()
+            lookahead.release()
+            pending.append(prepared)
+            if len(pending) >= batch_size:
+                dispatch()
+
         try:
             for item in items:
                 content_hash, err = await loop.run_in_executor(executor, _hash_item, item)
@@ -360,6 +396,12 @@ async def run_items_async(
                 if err is not None:
                     finish(result_for(Prepared(item=item, run_key=key, error=err, error_kind="input"), None, config))
                     continue
+                if pool is not None:
+                    await lookahead.acquire()
+                    t = asyncio.create_task(prepare_in_pool(item, key, content_hash))
+                    prep_tasks.add(t)
+                    t.add_done_callback(prep_tasks.discard)
+                    continue
                 await in_flight.acquire()
                 prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash)
                 if prepared.error is not None:
@@ -369,16 +411,20 @@ async def run_items_async(
                 pending.append(prepared)
                 if len(pending) >= batch_size:
                     dispatch()
+            while prep_tasks:
+                await asyncio.gather(*list(prep_tasks))
             dispatch()
             while tasks:
                 await asyncio.gather(*list(tasks))
         except (asyncio.CancelledError, KeyboardInterrupt):
             summary.interrupted = True
-            for t in list(tasks):
+            for t in list(tasks) + list(prep_tasks):
                 t.cancel()
             raise
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            if pool is not None:
+                pool.close(wait=not summary.interrupted)
     finally:
         writer.close()
         if own_backend:

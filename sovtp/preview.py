@@ -123,7 +123,7 @@ def preview_html(name: str, prompt: Prompt, cues: Cues) -> str:
     provenance = [[k, "ran", v] for k, v in sorted(cues.ran.items())] + [[k, "skipped", v] for k, v in sorted(cues.skipped.items())]
     schema = json.dumps(prompt.answer_schema, indent=1) if prompt.answer_schema else "(label only)"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>sovtp prompt: {html.escape(name)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{html.escape(name)}</h1>"
         f'<div class="meta">template {html.escape(prompt.template_name)} · sha256 {html.escape(prompt.template_hash[:16])} · '

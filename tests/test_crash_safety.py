@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers.hostile import SOVTP, sovtp_env, varied_images, write_template
@@ -57,12 +58,18 @@ def test_sigkill_then_rerun_holds_every_item_exactly_once(folder: Path, tmp_path
         proc = subprocess.Popen(_cmd(folder, out, server, template), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for_records(proc, out, 3)
+            helpers = psutil.Process(proc.pid).children(recursive=True)  # worker processes, if any
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == -signal.SIGKILL
+        # Nothing leaked: the run's worker processes exit once their parent is gone.
+        _, alive = psutil.wait_procs(helpers, timeout=20)
+        for p in alive:
+            p.kill()
+        assert not alive, f"processes outlived the killed run: {[p.pid for p in alive]}"
         survived = _lines(out)
         assert 3 <= len(survived) < N_ITEMS, "the kill must land mid-way"
         done_before = [json.loads(line) for line in survived]  # every line that exists is whole JSON
@@ -76,6 +83,7 @@ def test_sigkill_then_rerun_holds_every_item_exactly_once(folder: Path, tmp_path
         moved.rename(moved.with_name("renamed_" + moved.name))
 
         server.reset_counts()
+        server.delay_s = 0.02
         rerun = subprocess.run(_cmd(folder, out, server, template), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert server.count == N_ITEMS - len(done_before), "only the unfinished items are asked again"
@@ -113,6 +121,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Pat
         manifest = json.loads((tmp_path / "results.manifest.json").read_text())
         assert manifest["summary"]["interrupted"] is True
 
+        server.delay_s = 0.02
         rerun = subprocess.run(_cmd(folder, out, server, template), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
     records = [json.loads(line) for line in _lines(out)]

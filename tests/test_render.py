@@ -35,7 +35,9 @@ def detect_faces(image: np.ndarray, model: int = 1, confidence: float = 0.5) -> 
     found = []
     for d in res.detections or []:
         r = d.location_data.relative_bounding_box
-        found.append((Box(x1=r.xmin * w, y1=r.ymin * h, x2=(r.xmin + r.width) * w, y2=(r.ymin + r.height) * h).clipped(w, h), float(d.score[0])))
+        found.append(
+            (Box(x1=r.xmin * w, y1=r.ymin * h, x2=(r.xmin + r.width) * w, y2=(r.ymin + r.height) * h).clipped(w, h), float(d.score[0]))
+        )
     return found
 
 
@@ -87,7 +89,17 @@ def cues_for_frames(frames: list[np.ndarray]) -> Cues:
 
 def still_clip(path: Path) -> Clip:
     img = np.asarray(Image.open(path).convert("RGB"))
-    return Clip(path=path, content_hash="test", frames=(Frame(0, 0, 0.0, img),), fps=None, duration=None, width=img.shape[1], height=img.shape[0], frame_count=1, is_image=True)
+    return Clip(
+        path=path,
+        content_hash="test",
+        frames=(Frame(0, 0, 0.0, img),),
+        fps=None,
+        duration=None,
+        width=img.shape[1],
+        height=img.shape[0],
+        frame_count=1,
+        is_image=True,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -156,7 +168,7 @@ def test_none_is_the_raw_frame(group):
 def test_box_draws_each_face_outline_in_its_colour(group):
     clip, cues = group
     out = render(group, "box")
-    for fid, (x1, y1, x2, y2) in boxes(cues).items():
+    for fid, (x1, y1, x2, _y2) in boxes(cues).items():
         edge = out[y1 + 1, x1 + 3 : x2 - 3]  # the top edge
         assert (edge == face_color(fid)).all(axis=1).mean() > 0.9
 
@@ -231,7 +243,15 @@ def test_tags_scale_with_the_face(single, group):
 def test_crowded_faces_still_get_non_overlapping_tags(single):
     """Twelve overlapping faces on a real frame: the placer must still keep every tag free."""
     clip, _ = single
-    faces = [FaceTrack(id=i + 1, observations=[FaceObservation(position=0, box=Box(x1=40 + 30 * i, y1=200 + (i % 3) * 25, x2=120 + 30 * i, y2=280 + (i % 3) * 25))]) for i in range(12)]
+    faces = [
+        FaceTrack(
+            id=i + 1,
+            observations=[
+                FaceObservation(position=0, box=Box(x1=40 + 30 * i, y1=200 + (i % 3) * 25, x2=120 + 30 * i, y2=280 + (i % 3) * 25))
+            ],
+        )
+        for i in range(12)
+    ]
     cues = Cues(faces=faces, target_id=1, aus={f.id: _aus(f.id) for f in faces})
     canvas = Canvas.from_array(clip.frames[0].image)
     for annotate in MODES["sovtp"].annotators:
@@ -386,7 +406,9 @@ def test_faces_missed_in_a_frame_are_not_marked(single):
     clip, cues = single
     f = cues.faces[0]
     frames = tuple(Frame(i, i, float(i), clip.frames[0].image) for i in range(3))
-    three = Clip(path=clip.path, content_hash="x", frames=frames, fps=1.0, duration=3.0, width=clip.width, height=clip.height, frame_count=3)
+    three = Clip(
+        path=clip.path, content_hash="x", frames=frames, fps=1.0, duration=3.0, width=clip.width, height=clip.height, frame_count=3
+    )
     obs = f.observations[0]
     track = FaceTrack(id=1, observations=[obs.model_copy(update={"position": 0}), obs.model_copy(update={"position": 2})])
     c = Cues(faces=[track], target_id=1)
@@ -434,3 +456,24 @@ def test_blur_others_keeps_only_the_target_face(group):
         assert same == (f.id == cues.target_id)
     found = detect_faces(out)
     assert len(found) == 1 and found[0][0].iou(cues.target.observations[0].box) > 0.5
+
+
+def test_blur_all_on_a_real_video_hides_every_face_in_every_frame(media):
+    """Frames where the detector missed the face (a hand over the mouth) are still hidden:
+    the box is interpolated from the frames around it. The full-range detector (sovtp's)
+    finds nothing; the short-range one finds nothing where a face was (it can fire on
+    plain background, which is no privacy leak)."""
+    from sovtp.video import read_clip
+
+    clip = read_clip(media / "WolfgangLanger_Pexels.mp4", num_frames=6, max_side=640)
+    cues = cues_for_frames([f.image for f in clip.frames])
+    truth = {
+        f.position: [b for b, _ in detect_faces(f.image, model=0)] + [b for b, _ in detect_faces(f.image, model=1)] for f in clip.frames
+    }
+    assert sum(bool(v) for v in truth.values()) >= 5
+    for frame, part in zip(clip.frames, render_views(clip, cues, "sovtp", "frames", privacy="blur-all")):
+        assert detect_faces(part.image, model=1) == []
+        for found, _ in detect_faces(part.image, model=0):
+            assert all(found.iou(t) < 0.1 for t in truth[frame.position]), f"frame {frame.position}: a real face is still found"
+    [grid] = render_views(clip, cues, "sovtp", "grid", privacy="blur-all", max_side=1200)
+    assert detect_faces(grid.image, model=1) == []

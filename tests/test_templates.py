@@ -42,7 +42,9 @@ def fixed_cues() -> Cues:
     """Three people: the target in the centre with AUs and posture, one happy-looking
     person on the left, one with no estimate on the right; pose skipped for person 3."""
     lm = [(300.0 + i % 20, 100.0 + i // 20, 0.0) for i in range(478)]
-    target = FaceTrack(id=2, observations=[FaceObservation(position=i, box=Box(x1=280, y1=90, x2=360, y2=190), landmarks=lm) for i in range(4)])
+    target = FaceTrack(
+        id=2, observations=[FaceObservation(position=i, box=Box(x1=280, y1=90, x2=360, y2=190), landmarks=lm) for i in range(4)]
+    )
     left = FaceTrack(id=1, observations=[FaceObservation(position=i, box=Box(x1=60, y1=120, x2=120, y2=190)) for i in range(3)])
     right = FaceTrack(id=3, observations=[FaceObservation(position=i, box=Box(x1=540, y1=300, x2=590, y2=350)) for i in range(2)])
     return Cues(
@@ -76,7 +78,9 @@ def placeholder_images(clip: Clip, n: int | None = None) -> list[ImagePart]:
 
 def golden_text(prompt) -> str:
     schema = json.dumps(prompt.answer_schema, indent=1, sort_keys=False) if prompt.answer_schema else "null"
-    return f"{prompt_as_text(prompt)}\n--- template {prompt.template_name}; labels {', '.join(prompt.labels)}\n--- answer schema\n{schema}\n"
+    return (
+        f"{prompt_as_text(prompt)}\n--- template {prompt.template_name}; labels {', '.join(prompt.labels)}\n--- answer schema\n{schema}\n"
+    )
 
 
 def check_golden(name: str, text: str) -> None:
@@ -86,7 +90,9 @@ def check_golden(name: str, text: str) -> None:
             pytest.fail(f"missing golden file {path}; create it with SOVTP_UPDATE_GOLDEN=1")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"rendered text differs from {path}; if intended, regenerate with SOVTP_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"rendered text differs from {path}; if intended, regenerate with SOVTP_UPDATE_GOLDEN=1"
+    )
 
 
 # --------------------------------------------------------------------------- golden
@@ -119,7 +125,17 @@ def test_golden_sovtp_variants(case):
     elif case == "grid":
         images, layout = placeholder_images(clip, 1), "grid"
     elif case == "still_image":
-        clip = Clip(path=Path("p.jpg"), content_hash="e" * 64, frames=clip.frames[:1], fps=None, duration=None, width=640, height=360, frame_count=1, is_image=True)
+        clip = Clip(
+            path=Path("p.jpg"),
+            content_hash="e" * 64,
+            frames=clip.frames[:1],
+            fps=None,
+            duration=None,
+            width=640,
+            height=360,
+            frame_count=1,
+            is_image=True,
+        )
         images = placeholder_images(clip)
     elif case == "mafw":
         labels = MAFW
@@ -163,7 +179,9 @@ def test_builtin_templates_declare_their_front_matter():
 
 
 def test_user_template_by_path_folder_and_suffixless(tmp_path):
-    (tmp_path / "mine.j2").write_text("{#---\nvisual: red_circle\nlayout: grid\nimages: 1\n---#}\nWhat does {{ target_ref }} feel? {{ labels_text }}\n")
+    (tmp_path / "mine.j2").write_text(
+        "{#---\nvisual: red_circle\nlayout: grid\nimages: 1\n---#}\nWhat does {{ target_ref }} feel? {{ labels_text }}\n"
+    )
     for spec, folder in ((str(tmp_path / "mine.j2"), None), (str(tmp_path / "mine"), None), ("mine", tmp_path)):
         t = load_template(spec, folder)
         assert (t.name, t.visual, t.layout, t.images, t.answer) == ("mine", "red_circle", "grid", 1, "label")
@@ -313,3 +331,15 @@ def test_every_variable_is_documented_and_every_documented_variable_exists():
     assert top == set(v)
     face_keys = {k.split(".", 1)[1] for k in VARIABLES if k.startswith("face.")}
     assert face_keys == set(v["target"]) == set(v["others"][0])
+
+
+def test_the_readme_example_template_passes_the_check():
+    import re
+
+    from sovtp.compose import builtin_dir
+
+    readme = (builtin_dir() / "README.md").read_text(encoding="utf-8")
+    source = re.search(r"```jinja\n(.*?)```", readme, re.S).group(1)
+    t = template_from_source(source, "mine")
+    check_template(t)
+    assert (t.needs, t.visual, t.layout, t.images, t.answer) == (("faces", "aus"), "numbered", "grid", 1, "label")

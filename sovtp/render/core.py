@@ -119,7 +119,7 @@ def render_grid(
         fs = scale * (fw / frame.width) if frame.width else scale
         tile = render_frame(frame, cues, mode, privacy, fs, reserved=[label], **options)
         tiles.append((i, text, label, _fit(tile, cw, ch) if tile.shape[:2] != (ch, cw) else tile))
-    for i, text, label, tile in tiles:
+    for i, _text, _label, tile in tiles:
         r, c = divmod(i, cols)
         y, x = gap + r * (ch + gap), gap + c * (cw + gap)
         grid[y : y + ch, x : x + cw] = tile

@@ -27,7 +27,9 @@ MODES: dict[str, VisualMode] = {
     for m in (
         VisualMode("none", note=""),
         VisualMode("box", (Boxes(),), note="Each detected face is outlined by a coloured box."),
-        VisualMode("numbered", (Boxes(), IdTags()), shows_ids=True, note="Each detected face is outlined by a coloured box holding its ID number."),
+        VisualMode(
+            "numbered", (Boxes(), IdTags()), shows_ids=True, note="Each detected face is outlined by a coloured box holding its ID number."
+        ),
         VisualMode(
             "landmarks",
             (Boxes(), Landmarks(), IdTags()),

@@ -38,9 +38,9 @@ AU_TAG_THRESHOLD = 0.25
 @dataclass(frozen=True)
 class FaceMark:
     """A face as drawn on one canvas. ``observed`` is False when the face was not
-    detected in this frame and ``box`` is interpolated from neighbouring frames: such
-    faces are blurred by privacy modes and kept in focus by reverse modes, but never
-    marked (a mark must show what was measured)."""
+    detected in this frame and ``box`` is interpolated from neighbouring frames (or the
+    nearest one outside the track's span): such faces are blurred by privacy modes and
+    kept in focus by reverse modes, but never marked (a mark shows what was measured)."""
 
     id: int
     box: Box
@@ -134,9 +134,9 @@ def face_marks(cues: Cues, position: int, scale: float = 1.0) -> tuple[FaceMark,
                 )
             )
             continue
-        box = _interpolated_box(track, position)
-        if box is None and track.id == cues.target_id:
-            box = nearest_box(track, position)
+        # Missed here: interpolate inside the track's span, else the nearest observed box
+        # (privacy must over-hide rather than let a face the detector missed slip out).
+        box = _interpolated_box(track, position) or nearest_box(track, position)
         if box is not None:
             marks.append(FaceMark(id=track.id, box=_scale_box(box, scale), is_target=track.id == cues.target_id, observed=False))
     return tuple(marks)

@@ -38,11 +38,16 @@ layout: frames
 answer: label
 ---#}
 {{ images }}
-{% if target_id is none %}No face was found in this {{ 'image' if is_image else 'video' }}.
-{% else %}There are {{ face_ids | length }} face(s); judge {{ target_ref }}.
+{% if visual_note %}{{ visual_note }}
+{% endif %}
+{% if privacy_note %}{{ privacy_note }}
+{% endif %}
+{% if target %}There are {{ face_ids | length }} face(s); judge {{ target_ref }}.
 AUs: {{ target.au_text }}
 Posture: {{ target.posture_text }}
 {% endif %}
+{% for s in skipped %}Not available: {{ s.cue }} ({{ s.reason }}).
+{% endfor %}
 Answer with one of: {{ labels_text }}.
 {{ answer_format }}
 """
@@ -275,28 +280,46 @@ def sovtp_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def peak_rss_mb(code: str, timeout: float = 300) -> float:
-    """Run ``code`` in a fresh interpreter and return that process's peak resident
-    memory (MB), as the kernel accounts it (``ru_maxrss`` of the finished child)."""
+def peak_rss_mb(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``argv`` and return its peak resident memory (MB) as the kernel accounts it:
+    ``ru_maxrss`` of the finished child, read by a fresh wrapper process that has no
+    other children (``RUSAGE_CHILDREN`` is the maximum over all of them)."""
+    import json
+
     wrapper = (
-        "import resource, subprocess, sys\n"
-        "p = subprocess.run([sys.executable, '-c', sys.argv[1]], capture_output=True, text=True)\n"
-        "sys.stderr.write(p.stderr[-3000:])\n"
-        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "import json, resource, subprocess, sys\n"
+        "p = subprocess.run(json.loads(sys.argv[1]), capture_output=True, text=True)\n"
+        "print(json.dumps([p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.stdout, p.stderr]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", wrapper, code], capture_output=True, text=True, timeout=timeout)
-    rc, kb = proc.stdout.split()
-    assert rc == "0", proc.stderr
-    return int(kb) / 1024
+    proc = subprocess.run([sys.executable, "-c", wrapper, json.dumps(argv)], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rc, kb, out, err = json.loads(proc.stdout)
+    return kb / 1024, subprocess.CompletedProcess(argv, rc, out, err)
 
 
 def can_drop_privileges() -> bool:
     return os.geteuid() == 0 and hasattr(os, "setuid")
 
 
-def run_as_nobody(code: str, preimport: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` as user ``nobody`` in a child that starts as root, imports
-    ``preimport`` (the interpreter's own files may sit in root's home, which nobody
-    cannot read), then drops its group and user ids for good before ``code`` runs."""
-    script = f"import os\n{preimport}\nos.setgroups([])\nos.setgid({NOBODY})\nos.setuid({NOBODY})\nassert os.geteuid() == {NOBODY}\n{code}\n"
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+def run_as_nobody(warmup: dict, run: dict, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``sovtp.run(**run)`` as user ``nobody``, in a child that starts as root.
+
+    Why the warm-up: this interpreter's own files may sit in root's home, which nobody
+    cannot read, so every lazily imported module must be loaded before the ids are
+    dropped. The child first calls ``sovtp.run(**warmup)`` as root (same code paths,
+    readable inputs), then drops its groups, group and user ids for good, then calls
+    ``sovtp.run(**run)``. Both should pass ``workers=1``: a worker process would have
+    to start that unreadable interpreter again. Prints the run summary as JSON."""
+    import json
+
+    script = (
+        "import dataclasses, json, os, sys\n"
+        "import sovtp\n"
+        "warm, real = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "sovtp.run(**warm)\n"
+        f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        f"assert os.geteuid() == {NOBODY} and os.getuid() == {NOBODY}\n"
+        "s = sovtp.run(**real)\n"
+        "print(json.dumps({'ok': s.ok, 'errors': s.errors, 'total': s.total}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, json.dumps(warmup), json.dumps(run)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
