@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -100,6 +101,19 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
         err.print(f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first.")
 
 
+@contextmanager
+def _user_errors():
+    """A run-level problem (dead server, broken template, bad setting) is one red
+    sentence and exit code 1, never a traceback."""
+    from sovtp.errors import UserError
+
+    try:
+        yield
+    except (UserError, ValueError) as exc:
+        err.print(f"[red]Error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -163,17 +177,11 @@ def run(
         err.print(f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...).")
         raise typer.Exit(2)
     try:
-        summary = api_run(items, out=out_path, config=config, progress=True)
+        with _user_errors():
+            summary = api_run(items, out=out_path, config=config, progress=True)
     except KeyboardInterrupt:
         err.print(f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped.")
         raise typer.Exit(130) from None
-    except Exception as exc:
-        from sovtp.errors import UserError
-
-        if isinstance(exc, UserError):
-            err.print(f"[red]Error:[/] {exc}")
-            raise typer.Exit(1) from None
-        raise
     err.print(
         f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
         + (f"; {summary.skipped} already done (skipped)" if summary.skipped else "")
@@ -216,7 +224,9 @@ def prompt(
         raise typer.Exit(2)
     root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
     failures = 0
-    for item, written in preview(items, out_dir=out_dir, config=config, html=html, root=root):
+    with _user_errors():
+        written_items = preview(items, out_dir=out_dir, config=config, html=html, root=root)
+    for item, written in written_items:
         if isinstance(written, str):
             failures += 1
             err.print(f"[red]error[/] {written}")

@@ -145,6 +145,14 @@ class Preparer:
         self.cue_cache = JsonCache(config.cache_dir, "cues") if config.cache_dir else None
         self.extractor_runs: dict[str, int] = {}
 
+    def check(self) -> None:
+        """Fail before any decode or model call if the template cannot render, or needs a
+        cue kind that none of the configured extractors provides."""
+        from sovtp.compose import check_needs, check_template
+
+        check_template(self.template, labels=self.config.labels)
+        check_needs(self.template, {kind for e in self.extractors for kind in e.provides})
+
     @property
     def visual(self) -> str:
         return self.config.visual or self.template.visual
@@ -187,7 +195,16 @@ class Preparer:
             p.timings["render"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             p.prompt = compose_prompt(
-                self.template, p.clip, p.cues, self.config.labels, p.images, include_cues=self.config.include_cues, per_face=self.config.per_face
+                self.template,
+                p.clip,
+                p.cues,
+                self.config.labels,
+                p.images,
+                include_cues=self.config.include_cues,
+                per_face=self.config.per_face,
+                visual=self.visual,
+                layout=self.layout,
+                privacy=self.config.privacy,
             )
             p.prompt = replace(p.prompt, item_id=item.display)
             p.timings["compose"] = time.perf_counter() - t0
@@ -305,13 +322,12 @@ async def run_items_async(
 ) -> RunSummary:
     """Answer every item not already finished in ``out``; append one record each."""
     from sovtp.backends.base import Sampling, choose_mode
-    from sovtp.compose import check_template
 
     out = Path(out)
     started = time.time()
     own_preparer = preparer is None  # a caller's Preparer (custom extractors) stays in this process
     preparer = preparer or Preparer(config)
-    check_template(preparer.template)  # a broken template fails before any decode or model call
+    preparer.check()  # a broken template or a missing cue fails before any decode or model call
     writer = ResultsWriter(out)
     summary = RunSummary(out=out, total=len(items))
     own_backend = backend is None
@@ -475,13 +491,12 @@ def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, starte
 def preview_items(items: Sequence[InputItem], config: RunConfig, out_dir: Path | str, html: bool = False, root: Path | None = None) -> list[tuple[InputItem, list[Path] | str]]:
     """``sovtp prompt``: write each item's annotated frames and rendered prompt, no model.
     Returns (item, written files) or (item, error sentence) per item."""
-    from sovtp.compose import check_template
     from sovtp.inputs import safe_name
     from sovtp.preview import write_preview
 
     out_dir = Path(out_dir)
     preparer = Preparer(config)
-    check_template(preparer.template)
+    preparer.check()
     done: list[tuple[InputItem, list[Path] | str]] = []
     for item in items:
         content_hash, err = _hash_item(item)
