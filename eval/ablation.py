@@ -376,6 +376,25 @@ def summarize(
 # --------------------------------------------------------------------------- examples
 
 
+def _shown_answer(r: Result | None) -> str:
+    if r is None:
+        return "not run yet"
+    return r.label if r.status == "ok" and r.label else r.status
+
+
+def _draws_marks(config: Any) -> bool:
+    """Whether a variant's images carry visual prompts (boxes, numbers, landmarks...)."""
+    visual = config.visual
+    if visual is None:
+        try:
+            from sovtp.compose import load_template
+
+            visual = load_template(config.template).visual
+        except Exception:
+            return False
+    return visual not in (None, "none")
+
+
 def collect_examples(
     items: Sequence[InputItem],
     variants: Sequence[Variant],
@@ -391,9 +410,14 @@ def collect_examples(
     from sovtp.eval.report import example_from_png
 
     by_name = {v.name: v for v in variants}
-    best = by_name[summary["best"]]
     base = by_name[summary["baseline"]]
-    shown = [n for n in dict.fromkeys([base.name, best.name])]
+    # frames are shown as the best variant that draws marks sees them (raw frames say little)
+    ranked = sorted(
+        (r for r in summary["variants"] if r["name"] in records and r.get("n")), key=lambda r: (-r["metrics"]["uar"], -r["metrics"]["war"])
+    )
+    marked = [by_name[r["name"]] for r in ranked if _draws_marks(by_name[r["name"]].config)]
+    best = marked[0] if marked else by_name[summary["best"]]
+    shown = list(dict.fromkeys([base.name, summary["best"], best.name]))
 
     # prefer items where the two disagree (the interesting ones), then the rest
     def interesting(it: InputItem) -> int:
@@ -419,15 +443,8 @@ def collect_examples(
         if not pngs:
             continue
         png = pngs[len(pngs) // 2]
-        preds = {
-            n: (
-                records[n].get(item.display).label
-                if records[n].get(item.display) and records[n][item.display].status == "ok"
-                else "invalid"
-            )
-            for n in shown
-        }
-        ex = example_from_png(png, name=item.path.name, label=item.meta.get("label"), predictions=preds)
+        preds = {n: _shown_answer(records[n].get(item.display)) for n in shown}
+        ex = example_from_png(png, name=item.path.name, label=item.meta.get("label"), predictions=preds, frames_of=best.name)
         if ex is not None:
             examples.append(ex)
     return examples

@@ -39,22 +39,32 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    """The variant x metrics table (plus strata) on the terminal."""
+    """The variant x metrics table, the deltas against the baseline, and the strata."""
+    from rich.console import Console
     from rich.table import Table
     from sovtp.eval.report import strata_rows, variant_rows
 
+    console = out if out.is_terminal else Console(width=max(out.width, 160))  # logs and pipes: no truncated names
     header, rows = variant_rows(summary)
-    table = Table(
-        *header, title=f"{summary.get('title', 'evaluation')} — {summary['labels_name']}, {summary['n_items']} items (percent, 95% CI)"
-    )
+    split = header.index("invalid") + 1
+    title = f"{summary.get('title', 'evaluation')} — {summary['labels_name']}, {summary['n_items']} items (percent, 95% CI)"
+    table = Table(*header[:split], title=title)
+    table.columns[0].overflow = "fold"
     for r in rows:
-        table.add_row(*(c.replace(" [", "\n[") for c in r))
-    out.print(table)
+        table.add_row(*(c.replace(" [", "\n[") for c in r[:split]))
+    console.print(table)
+    if len(header) > split:
+        deltas = Table(header[0], *header[split:], title=f"against the baseline {summary.get('baseline')}")
+        deltas.columns[0].overflow = "fold"
+        for r in rows:
+            deltas.add_row(r[0], *r[split:])
+        console.print(deltas)
     for by, h, r in strata_rows(summary):
         t = Table(*h, title=f"by {by}")
+        t.columns[1].overflow = "fold"
         for row in r:
             t.add_row(*row)
-        out.print(t)
+        console.print(t)
 
 
 # --------------------------------------------------------------------------- eval score
@@ -142,7 +152,7 @@ def score_command(
             "versions": versions(),
         }
         paths = write_report(out_dir, summary, {name: s}, manifest)
-        err.print(f"Report written to {paths['html']} (and summary.md, summary.json, manifest.json).")
+        err.print(f"Report written to {paths['html']} (and summary.md, summary.json, manifest.json).", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- ablate
@@ -254,7 +264,8 @@ def ablate_command(
         bar.update(task, completed=finished * len(items))
         skipped = f", {row['skipped_already_done']} already done" if row["skipped_already_done"] else ""
         bar.console.print(
-            f"[{finished}/{n_variants}] {variant.name}: {row['ok']} labelled, {row['invalid']} invalid, {row['errors']} error(s){skipped} in {row['seconds']:.1f}s"
+            f"[{finished}/{n_variants}] {variant.name}: {row['ok']} labelled, {row['invalid']} invalid, {row['errors']} error(s){skipped} in {row['seconds']:.1f}s",
+            soft_wrap=True,
         )
 
     try:
@@ -284,4 +295,4 @@ def ablate_command(
             raise _fail(exc) from None
         raise
     print_table(outcome.summary)
-    err.print(f"Report written to {outcome.report['html']} (and summary.md, summary.json, manifest.json).")
+    err.print(f"Report written to {outcome.report['html']} (and summary.md, summary.json, manifest.json).", soft_wrap=True)

@@ -338,7 +338,12 @@ def html_report(
     h, r = per_class_rows(scores[order[0]])
     body += [f"<p class='meta'>{html.escape(order[0])}</p>", _html_table(h, r)]
     if examples:
-        body.append("<h2>Examples</h2><div class='ex'>")
+        body.append("<h2>Examples</h2>")
+        if examples[0].get("frames_of"):
+            body.append(
+                f"<p class='meta'>Frames as the variant <b>{html.escape(str(examples[0]['frames_of']))}</b> sends them to the model.</p>"
+            )
+        body.append("<div class='ex'>")
         for ex in examples:
             verdict = "ok" if ex.get("prediction") == ex.get("label") else "bad"
             caption = (

@@ -88,14 +88,28 @@ def _config(**kw):
     return RunConfig(labels=labels, extractors=names, extractor_params=params, include_cues=include, **extra, **kw)
 
 
+def _is_loopback(host: str) -> bool:
+    """'localhost' or a loopback address; a name such as 127.example.com is not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _warn_network(base_url: str | None, privacy: str) -> None:
     """One notice when faces would leave the machine unblurred, one warning for plain HTTP."""
     from urllib.parse import urlparse
 
     url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    host = (urlparse(url).hostname or "").lower()
-    local = host in ("localhost", "::1") or host.startswith("127.")
-    if not local and urlparse(url).scheme == "http":
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    local = _is_loopback(host)
+    url = parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()  # never echo user:password@
+    if not local and parsed.scheme == "http":
         err.print(f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https.")
     if not local and privacy == "none":
         err.print(f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first.")
@@ -136,8 +150,11 @@ def run(
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL). The key is read from $OPENAI_API_KEY only.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once.")] = 8,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL); give it more than once to spread requests over several servers, with failover when one dies. The key is read from $OPENAI_API_KEY only.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once (per --base-url endpoint).")] = 8,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Processes decoding and extracting cues ahead while the model answers (default: the CPU count; 1: no extra process).")] = None,
+    runner: Annotated[str, typer.Option("--runner", help="local (this machine) or ray (Ray Data; needs pip install 'sovtp[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join with --runner ray (e.g. auto, host:6379 or ray://host:10001); default: a local Ray instance.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 120.0,
     max_retries: Annotated[int, typer.Option("--max-retries", help="Retries per request on 429/5xx/timeouts.")] = 5,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
@@ -159,17 +176,22 @@ def run(
     if backend != "openai" and not model:
         raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
     options: dict = {"timeout": timeout, "max_retries": max_retries}
+    if runner not in ("local", "ray"):
+        raise typer.BadParameter(f"--runner {runner!r} is not one of local, ray")
+    if address and runner != "ray":
+        raise typer.BadParameter("--address joins a Ray cluster; add --runner ray")
     if backend == "openai":
-        _warn_network(base_url, privacy)
+        for url in base_url or [None]:
+            _warn_network(url, privacy)
         if base_url:
-            options["base_url"] = base_url
+            options["base_url"] = base_url[0] if len(base_url) == 1 else list(base_url)
         if detail:
             options["detail"] = detail
     if device:
         options["device"] = device
     config = _config(
         backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
-        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, temperature=temperature,
+        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, workers=workers, temperature=temperature,
         max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
     )  # fmt: skip
     items = discover(inputs)
@@ -178,7 +200,12 @@ def run(
         raise typer.Exit(2)
     try:
         with _user_errors():
-            summary = api_run(items, out=out_path, config=config, progress=True)
+            if runner == "ray":
+                from sovtp.runners.ray_runner import run_ray
+
+                summary = run_ray(items, config, out_path, address=address, progress=True)
+            else:
+                summary = api_run(items, out=out_path, config=config, progress=True)
     except KeyboardInterrupt:
         err.print(f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped.")
         raise typer.Exit(130) from None

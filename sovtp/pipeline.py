@@ -61,7 +61,7 @@ class RunConfig:
     workers: int | None = None  # processes preparing prompts (decode + cues); None: the CPU count, 1: one thread
     batch_size: int | None = None  # None: the backend's preference
     cache_dir: Path | None = field(default_factory=default_cache_dir)
-    backend_options: dict[str, Any] = field(default_factory=dict)  # base_url, timeout, api_key...
+    backend_options: dict[str, Any] = field(default_factory=dict, repr=False)  # base_url, timeout, api_key...: kept out of repr (the key)
 
     def answer_key(self) -> dict[str, Any]:
         return {

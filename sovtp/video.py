@@ -98,14 +98,17 @@ def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
 
     try:
         with Image.open(path) as im:
+            tw, th = _target_size(*im.size, max_side)
+            if (tw, th) != im.size:
+                # JPEG: decode at reduced scale (an 8000x8000 photo: ~60 MB instead of ~800 MB
+                # peak). Before exif_transpose, which loads (copies) the full-size pixels.
+                im.draft("RGB", (tw, th))
             im = ImageOps.exif_transpose(im)
             width, height = im.size
             tw, th = _target_size(width, height, max_side)
+            im = im.convert("RGB")
             if (tw, th) != (width, height):
-                im.draft("RGB", (tw, th))  # JPEG: decode at reduced scale, saves memory on huge photos
-                im = im.convert("RGB").resize((tw, th), Image.Resampling.BILINEAR)
-            else:
-                im = im.convert("RGB")
+                im = im.resize((tw, th), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8).copy()
     except UnidentifiedImageError:
         raise MediaError(f"{path.name}: not a readable image (unknown or corrupt format); re-export it as JPEG or PNG") from None
@@ -208,7 +211,16 @@ def _collect(container, stream, wanted: Sequence[int], tw: int, th: int, path: P
             raise
         # Truncated tail: keep what decoded; the frame list records the true indices.
     if frames and len(frames) < len(wanted) and idx + 1 < (max(wanted) + 1):
-        # The header promised more frames than exist (truncated file): resample over what decoded.
+        # The header promised more frames than exist (truncated file): sample again, evenly
+        # over the idx + 1 frames that do decode, instead of keeping only the first few.
+        if idx + 1 > len(frames):
+            try:
+                container.seek(0)
+                again = _collect(container, stream, uniform_positions(idx + 1, len(wanted)), tw, th, path)
+                if len(again) > len(frames):
+                    return again
+            except av.error.FFmpegError:
+                pass
         return _resample(frames, len(wanted))
     return frames
 

@@ -67,6 +67,16 @@ class CountedAUs(GeometricAUs):
 '''
 
 
+def _templates() -> tuple[str, list[str]]:
+    """The sovtp template needs every cue kind; while the pose/scene/expression extractors
+    are not installed, the grid uses the sov template (faces and landmarks) instead."""
+    from importlib.util import find_spec
+
+    if all(find_spec(f"sovtp.extractors.{m}") is not None for m in ("pose", "scene", "expressions")):
+        return "sovtp", ["pose", "scene", "expressions"]
+    return "sov", []
+
+
 def _plugin_dir(root: Path) -> Path:
     d = root / "plugins"
     (d / "sovtp_counting_plugin-0.1.dist-info").mkdir(parents=True)
@@ -95,6 +105,7 @@ def _lines(results: Path) -> dict[str, list[str]]:
     return {p.name: [ln for ln in p.read_text().splitlines(keepends=True) if ln.endswith("\n")] for p in sorted(results.glob("*.jsonl"))}
 
 
+@pytest.mark.slow  # about a minute on 2 shared cores: mediapipe on 6 items + 24 model calls, twice started
 @pytest.mark.timeout(900)
 def test_ablate_counts_extraction_once_and_resumes_after_sigkill(media, tiny_vlm, tmp_path):
     manifest = _dataset(media, tmp_path)
@@ -104,12 +115,13 @@ def test_ablate_counts_extraction_once_and_resumes_after_sigkill(media, tiny_vlm
         "SOVTP_TEST_EXTRACT_LOG": str(tmp_path / "extract.log"),
     }
     out = tmp_path / "abl"
+    template, extra = _templates()
     cmd = [
         SOVTP, "ablate", str(manifest),
-        "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp",
+        "--grid", "visual=none,numbered", "--grid", f"template=direct,{template}",
         "--backend", "transformers", "--model", str(tiny_vlm),
         "--baseline", "visual=none,template=direct",
-        "--extractors", "counted_faces,counted_landmarks,counted_aus",
+        "--extractors", ",".join(["counted_faces", "counted_landmarks", "counted_aus", *extra]),
         "--frames", "2", "--max-tokens", "16", "--concurrency", "1",
         "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
         "--bootstrap", "200", "--examples", "2",
@@ -117,7 +129,8 @@ def test_ablate_counts_extraction_once_and_resumes_after_sigkill(media, tiny_vlm
     n_items, n_variants = len(ITEMS), 4
 
     # 1) start, and SIGKILL once the first variant is done and the second is under way
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    log = open(tmp_path / "first-run.log", "w")  # a file, not a pipe: a full pipe would stall the run
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     results = out / "results"
     deadline = time.monotonic() + 600
     try:
@@ -126,12 +139,13 @@ def test_ablate_counts_extraction_once_and_resumes_after_sigkill(media, tiny_vlm
             if done >= n_items + 1:
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the ablation ended before it could be killed: " + proc.stderr.read().decode()[-3000:]
+        assert proc.poll() is None, "the ablation ended before it could be killed: " + (tmp_path / "first-run.log").read_text()[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        log.close()
     before = _lines(results)
     finished_before = sum(len(v) for v in before.values())
     assert n_items < finished_before < n_items * n_variants, before.keys()
@@ -191,6 +205,22 @@ def test_ablate_counts_extraction_once_and_resumes_after_sigkill(media, tiny_vlm
     assert manifest_out["data"]["items"] == n_items and manifest_out["seeds"]["bootstrap"] == 0
     html = (out / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 6
+
+    # 5) the same grid into a fresh folder: every answer comes from the response cache,
+    #    every cue from the cue cache (no extractor call logged)
+    fresh = tmp_path / "abl2"
+    third = subprocess.run(
+        [*cmd[: cmd.index("--out")], "--out", str(fresh), *cmd[cmd.index("--out") + 2 :]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    recs = [json.loads(x) for f in sorted((fresh / "results").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert len(recs) == n_items * n_variants and all(r["cached"] for r in recs)
+    assert len((tmp_path / "extract.log").read_text().splitlines()) == len(log)
 
 
 def _results_file(out: Path, variant: str) -> str:

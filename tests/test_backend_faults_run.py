@@ -34,7 +34,7 @@ def fault_plan(n: int, share: float = 0.2, seed: int = 7) -> list[str]:
 def _run(inputs: Path, out: Path, server: FaultServer, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", server.base_url if server else "", "--out", str(out),
-        "--template", str(write_template(tmp)), "--extractors", "faces", "--no-cache", *extra,
+        "--template", str(write_template(tmp)), "--extractors", "faces", "--no-cache", "--workers", "1", *extra,
     ]  # fmt: skip
     return subprocess.run(cmd, env=sovtp_env(tmp, OPENAI_API_KEY="sk-local"), cwd=tmp, capture_output=True, text=True, timeout=600)
 
@@ -84,17 +84,46 @@ def test_an_item_that_keeps_failing_is_an_error_record_after_its_retries(media: 
         assert r["meta"]["error_kind"] == "backend"  # retryable: a rerun tries again
     assert "2 error(s)" in proc.stderr
 
+    # Rerun once the server is healthy: the failed items are asked again, and the file
+    # still holds each item exactly once (their error records are replaced).
+    with FaultServer() as server:
+        again = _run(inputs, out, server, tmp_path)
+        assert server.count == 2
+    assert again.returncode == 0, again.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"] and len({r["content_hash"] for r in records}) == 2
+
 
 def test_dead_server_fails_fast_with_one_sentence_before_decoding(media: Path, tmp_path: Path):
     inputs = tmp_path / "in"
     varied_images(media / "single_face.jpg", inputs, 30)
     out = tmp_path / "results.jsonl"
     base_url = f"http://127.0.0.1:{dead_port()}/v1"
-    cmd = [SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", base_url, "--out", str(out), "--template", str(write_template(tmp_path)), "--extractors", "faces"]
-    proc = subprocess.run(cmd, env=sovtp_env(tmp_path, OPENAI_API_KEY="sk-local"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    cmd = [
+        SOVTP,
+        "run",
+        str(inputs),
+        "--backend",
+        "openai",
+        "--base-url",
+        base_url,
+        "--out",
+        str(out),
+        "--template",
+        str(write_template(tmp_path)),
+        "--extractors",
+        "faces",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.run(
+        cmd, env=sovtp_env(tmp_path, OPENAI_API_KEY="sk-local"), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1
     msg = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert msg == [f"Error: Cannot reach the OpenAI-compatible server at {base_url} (connection refused or dropped); start it or fix --base-url / OPENAI_BASE_URL."]
+    assert msg == [
+        f"Error: Cannot reach the OpenAI-compatible server at {base_url} (connection refused or dropped); start it or fix --base-url / OPENAI_BASE_URL."
+    ]
     assert "Traceback" not in proc.stderr
     # Nothing was decoded or written: no records, no cue cache entries.
     assert not out.exists() or out.read_text() == ""

@@ -55,7 +55,9 @@ def test_sigkill_then_rerun_holds_every_item_exactly_once(folder: Path, tmp_path
     template = write_template(tmp_path)
     env = sovtp_env(tmp_path, OPENAI_API_KEY="sk-local")
     with FaultServer(delay_s=0.4) as server:
-        proc = subprocess.Popen(_cmd(folder, out, server, template), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _cmd(folder, out, server, template), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             _wait_for_records(proc, out, 3)
             helpers = psutil.Process(proc.pid).children(recursive=True)  # worker processes, if any
@@ -104,7 +106,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Pat
     template = write_template(tmp_path)
     env = sovtp_env(tmp_path, OPENAI_API_KEY="sk-local")
     with FaultServer(delay_s=0.8) as server:
-        proc = subprocess.Popen(_cmd(folder, out, server, template), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _cmd(folder, out, server, template), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             _wait_for_records(proc, out, 1)
             proc.send_signal(signal.SIGINT)

@@ -122,7 +122,15 @@ def write_long_video(path: Path, seconds: int = 600, width: int = 1920, height: 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "35", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0"}
+        stream.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "crf": "35",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+        }
         stream.codec_context.time_base = Fraction(1, fps)
         packets = []
         for i in range(gop):
@@ -172,6 +180,22 @@ def write_vfr_video(path: Path, width: int = 320, height: int = 240) -> list[flo
         for pkt in stream.encode(None):
             out.mux(pkt)
     return times
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """``src`` remuxed (no re-encode) with its index (moov) at the front, as streaming
+    services write MP4s: a cut-off copy of it still has a header and decodable frames."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        istream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(istream)
+        for pkt in inp.demux(istream):
+            if pkt.dts is None:
+                continue
+            pkt.stream = ostream
+            out.mux(pkt)
+    return dst
 
 
 def truncate_copy(src: Path, dst: Path, keep: float = 0.4) -> Path:
@@ -228,7 +252,17 @@ def make_hostile_corpus(folder: Path, media: Path, long_video: Path | None = Non
 
     (folder / "zero.mp4").write_bytes(b"")
     add("zero", folder / "zero.mp4", "error", "empty")
-    add("truncated", truncate_copy(media / "single_face.mp4", folder / "truncated.mp4", keep=0.3), "any")
+    # index at the end (as most cameras write): the cut removes it, so the header is unreadable
+    add(
+        "truncated",
+        truncate_copy(media / "single_face.mp4", folder / "truncated.mp4", keep=0.3),
+        "error",
+        "truncated.mp4",
+        "not a valid video",
+    )
+    # index at the front: the first part of the video still decodes
+    fast = faststart_copy(media / "single_face.mp4", folder.parent / "faststart_full.mp4")
+    add("truncated_tail", truncate_copy(fast, folder / "truncated_tail.mp4", keep=0.6), "ok")
     (folder / "notes.mp4").write_text("this is a text file with a video extension\n" * 20)
     add("text", folder / "notes.mp4", "error", "notes.mp4")
     add("tiny", write_image(folder / "one_pixel.png", 1, 1), "ok")
@@ -280,7 +314,9 @@ def sovtp_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def peak_rss_mb(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
+def peak_rss_mb(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``argv`` and return its peak resident memory (MB) as the kernel accounts it:
     ``ru_maxrss`` of the finished child, read by a fresh wrapper process that has no
     other children (``RUSAGE_CHILDREN`` is the maximum over all of them)."""
@@ -291,7 +327,9 @@ def peak_rss_mb(argv: list[str], env: dict[str, str] | None = None, cwd: Path | 
         "p = subprocess.run(json.loads(sys.argv[1]), capture_output=True, text=True)\n"
         "print(json.dumps([p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.stdout, p.stderr]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", wrapper, json.dumps(argv)], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, json.dumps(argv)], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rc, kb, out, err = json.loads(proc.stdout)
     return kb / 1024, subprocess.CompletedProcess(argv, rc, out, err)
@@ -322,4 +360,11 @@ def run_as_nobody(warmup: dict, run: dict, env: dict[str, str], cwd: Path, timeo
         "s = sovtp.run(**real)\n"
         "print(json.dumps({'ok': s.ok, 'errors': s.errors, 'total': s.total}))\n"
     )
-    return subprocess.run([sys.executable, "-c", script, json.dumps(warmup), json.dumps(run)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", script, json.dumps(warmup), json.dumps(run)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )

@@ -1,0 +1,357 @@
+"""The same pipeline on Ray Data (``sovtp run --runner ray``; ``pip install 'sovtp[ray]'``).
+
+Why Ray Data and not a home-made scheduler: a lab running DFEW or FERV39k needs cue
+extraction (CPU, per frame) spread over many cores or machines and model inference
+(GPU, per prompt) on other workers, overlapping, with bounded memory and restarts of
+dead workers. Ray Data's streaming executor does exactly that: each stage below is an
+operator, batches flow between them through the object store with backpressure, and
+stateful stages run in actor pools so their models load once per actor.
+
+    read inputs   (tasks)   path -> content hash, run key; already-finished items marked
+    prepare       (CPU actor pool, one Preparer each)  decode -> cues -> render -> compose
+    answer        (actor pool: local model on GPU/CPU, or HTTP to one or more endpoints)
+    write         (the driver)  the same ResultsWriter as the local runner, so resume works
+
+Every stage calls the local runner's own functions (``Preparer.prepare``,
+``result_for``, ``run_key_for``, the backends), so the records equal the local runner's
+for the same inputs and settings, and a run may be started with one runner and resumed
+with the other. Rows carry pickled Python objects between our own actors (Ray pickles
+anyway); nothing pickled is ever written to disk.
+
+Joining a cluster (``--address``) needs sovtp installed on every node and the inputs,
+the cache folder and any local checkpoint at the same paths there (a shared file system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sovtp.errors import UserError
+from sovtp.inputs import InputItem
+from sovtp.pipeline import Prepared, RunConfig, RunSummary
+from sovtp.types import Answer, Result
+
+LOCAL_OBJECT_STORE_BYTES = 500 * 1024 * 1024  # a local instance: prompts are small, keep RAM for the models
+_LOCAL_MODEL_BACKENDS = ("transformers", "vllm")
+
+
+def require_ray():
+    """Import ray, or say in one sentence how to get it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UserError("--runner ray needs Ray Data, which is not installed; run pip install 'sovtp[ray]' (or use --runner local).") from None
+    return ray
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES, quiet: bool = True) -> bool:
+    """Connect to ``address`` (a cluster) or start a small local Ray instance.
+    Returns True when this call started/joined Ray (and so should shut it down)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a lab's cluster
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": logging.WARNING, "configure_logging": True}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"Cannot join the Ray cluster at {address} ({exc}); start it with 'ray start --head' or fix --address.") from None
+    else:
+        from sovtp.runners.workers import default_workers
+
+        ray.init(num_cpus=num_cpus or default_workers(), object_store_memory=object_store_memory, include_dashboard=False, **kwargs)
+    _quiet_ray_data(quiet)
+    return True
+
+
+def _quiet_ray_data(quiet: bool) -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    if quiet:
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        for name in ("ray.data", "ray"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- stages (run on Ray workers)
+
+
+def _read(row: dict[str, Any], config: RunConfig, finished: frozenset[str]) -> dict[str, Any]:
+    """Stage 1 (tasks): hash the file, its run key, and whether it is already done."""
+    from sovtp.pipeline import _hash_item, run_key_for
+
+    item: InputItem = pickle.loads(row["item"])
+    content_hash, err = _hash_item(item)
+    key = run_key_for(content_hash or item.display, config)
+    return {
+        "item": row["item"],
+        "content_hash": content_hash or "",
+        "run_key": key,
+        "error": err or "",
+        "skip": bool(content_hash) and key in finished,
+    }
+
+
+class PrepareActor:
+    """Stage 2: one Preparer per actor (extractor models load once per actor; mediapipe
+    graphs never cross a process boundary). Returns the slimmed Prepared item."""
+
+    def __init__(self, config: RunConfig) -> None:
+        from sovtp.pipeline import Preparer
+
+        self.preparer = Preparer(config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from sovtp.runners.workers import slim
+
+        out_prepared, out_stats = [], []
+        for raw, content_hash, key, err, skip in zip(batch["item"], batch["content_hash"], batch["run_key"], batch["error"], batch["skip"]):
+            item: InputItem = pickle.loads(raw)
+            stats: dict[str, Any] = {}
+            if skip:
+                prepared = None
+            elif err:
+                prepared = Prepared(item=item, run_key=str(key), error=str(err), error_kind="input")
+            else:
+                p = self.preparer
+                runs, cache = dict(p.extractor_runs), p.cue_cache
+                hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
+                prepared = slim(p.prepare(item, str(key), str(content_hash)))
+                stats = {
+                    "runs": {k: v - runs.get(k, 0) for k, v in p.extractor_runs.items() if v != runs.get(k, 0)},
+                    "hits": (cache.hits - hits) if cache is not None else 0,
+                    "misses": (cache.misses - misses) if cache is not None else 0,
+                }
+            out_prepared.append(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+            out_stats.append(json.dumps(stats))
+        return {"prepared": _objects(out_prepared), "stats": _objects(out_stats)}
+
+
+class AnswerActor:
+    """Stage 3: one backend per actor (a local model loads once per actor; an HTTP
+    backend keeps its connection pool and event loop across batches). Each output row
+    is the finished results-file record as JSON."""
+
+    def __init__(self, config: RunConfig, has_schema: bool) -> None:
+        from sovtp.backends.base import Sampling, choose_mode
+        from sovtp.pipeline import _make_backend
+
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.backend = _make_backend(config)
+        check = getattr(self.backend, "check", None)
+        if check is not None:
+            self.loop.run_until_complete(check())
+        self.mode = choose_mode(config.structured, self.backend.capabilities, has_schema)
+        self.sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from sovtp.pipeline import result_for
+
+        prepared: list[Prepared | None] = [pickle.loads(b) for b in batch["prepared"]]
+        todo = [p for p in prepared if p is not None and p.error is None]
+        answers: dict[int, Answer] = {}
+        if todo:
+            try:
+                got = self.loop.run_until_complete(self.backend.answer([p.prompt for p in todo], self.mode, self.sampling))
+            except Exception as exc:  # a backend bug must not lose the batch
+                got = [Answer(mode=self.mode, error=f"backend {self.config.backend} failed: {type(exc).__name__}: {exc}") for _ in todo]
+            answers = {id(p): a for p, a in zip(todo, got)}
+        results = ["" if p is None else result_for(p, answers.get(id(p)), self.config).model_dump_json() for p in prepared]
+        return {"result": _objects(results), "stats": batch["stats"]}
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _answer_resources(config: RunConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """A local model gets a GPU where the cluster has one (else one CPU); an HTTP
+    backend only waits on the network and takes a fraction of a CPU."""
+    if config.backend in _LOCAL_MODEL_BACKENDS:
+        return {"num_gpus": 1} if cluster.get("GPU", 0) >= 1 else {"num_cpus": 1}
+    return {"num_cpus": 0.1}
+
+
+def build_dataset(
+    items: Sequence[InputItem],
+    config: RunConfig,
+    finished: frozenset[str],
+    has_schema: bool,
+    workers: int | None = None,
+    answer_actors: int = 1,
+    batch_size: int | None = None,
+):
+    """The Ray Data pipeline for ``items`` (lazy: nothing runs until it is iterated)."""
+    ray = require_ray()
+    cluster = ray.cluster_resources()
+    cpus = int(cluster.get("CPU", 1))
+    answer_res = _answer_resources(config, cluster)
+    # CPU left for extraction once the answering actors have theirs
+    room = max(1, cpus - int(answer_res.get("num_cpus", 0) * answer_actors + 0.999)) if "num_cpus" in answer_res else cpus
+    n_prep = max(1, min(workers or room, room, len(items) or 1))
+    bs = batch_size or config.batch_size or max(1, config.concurrency * _endpoint_count(config))
+    rows = [{"item": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)} for it in items]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * n_prep)))
+    ds = ds.map(_read, fn_kwargs={"config": config, "finished": finished}, num_cpus=0.25)
+    pool = ray.data.ActorPoolStrategy
+    ds = ds.map_batches(PrepareActor, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="numpy", compute=pool(min_size=1, max_size=n_prep), num_cpus=1)
+    ds = ds.map_batches(
+        AnswerActor, fn_constructor_kwargs={"config": config, "has_schema": has_schema}, batch_size=bs, batch_format="numpy", compute=pool(size=answer_actors), **answer_res
+    )
+    return ds
+
+
+def _endpoint_count(config: RunConfig) -> int:
+    urls = config.backend_options.get("base_url")
+    return len(urls) if isinstance(urls, (list, tuple)) and config.backend == "openai" else 1
+
+
+def run_ray(
+    items: Sequence[InputItem],
+    config: RunConfig,
+    out: Path | str,
+    address: str | None = None,
+    progress: bool | Callable[[Result], None] = False,
+    answer_actors: int = 1,
+) -> RunSummary:
+    """Label ``items`` on Ray Data and append one record each to ``out`` (resumable,
+    interchangeable with :func:`sovtp.pipeline.run_items`). Joins ``address`` or starts
+    a local Ray instance with ``config.workers`` CPUs (default: all), and shuts down
+    only a Ray it started itself."""
+    from sovtp.compose import check_template
+    from sovtp.pipeline import Preparer, _make_backend, _manifest
+    from sovtp.results import ResultsWriter, write_json_atomic
+
+    require_ray()
+    out = Path(out)
+    started = time.time()
+    preparer = Preparer(config)  # driver side: template and extractor identities for checks and the manifest
+    check_template(preparer.template)
+    if config.backend not in _LOCAL_MODEL_BACKENDS:
+        asyncio.run(_check_backend(_make_backend(config)))  # a dead server fails here, before Ray starts
+    own_ray = start_ray(address, num_cpus=config.workers)
+    writer = ResultsWriter(out)
+    summary = RunSummary(out=out, total=len(items))
+    bar, tick = _progress(progress, len(items))
+    try:
+        ds = build_dataset(items, config, frozenset(writer.finished), preparer.template.answer == "stages", workers=config.workers, answer_actors=answer_actors)
+        for row in ds.iter_rows():
+            stats = json.loads(row["stats"] or "{}")
+            for name, n in stats.get("runs", {}).items():
+                preparer.extractor_runs[name] = preparer.extractor_runs.get(name, 0) + n
+            if preparer.cue_cache is not None:
+                preparer.cue_cache.hits += stats.get("hits", 0)
+                preparer.cue_cache.misses += stats.get("misses", 0)
+            if not row["result"]:
+                summary.skipped += 1
+                if bar is not None:
+                    bar.advance()
+                continue
+            r = Result.model_validate_json(row["result"])
+            writer.append(r)
+            if r.status == "ok":
+                summary.ok += 1
+            elif r.status == "invalid":
+                summary.invalid += 1
+            else:
+                summary.errors += 1
+            if tick is not None:
+                tick(r)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    except Exception as exc:
+        if isinstance(exc, UserError):
+            raise
+        cause = _user_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close()
+        summary.seconds = time.time() - started
+        summary.extractor_runs = dict(preparer.extractor_runs)
+        if preparer.cue_cache is not None:
+            summary.cue_cache_hits, summary.cue_cache_misses = preparer.cue_cache.hits, preparer.cue_cache.misses
+        manifest = _manifest(config, preparer, summary, started)
+        manifest["runner"] = {"name": "ray", "address": address or "local"}
+        write_json_atomic(out.with_name(out.stem + ".manifest.json"), manifest)
+        if own_ray:
+            import ray
+
+            ray.shutdown()
+    return summary
+
+
+async def _check_backend(backend) -> None:
+    try:
+        check = getattr(backend, "check", None)
+        if check is not None:
+            await check()
+    finally:
+        await backend.aclose()
+
+
+def _user_cause(exc: BaseException) -> UserError | None:
+    """A UserError raised inside an actor (e.g. a dead server in its check) reaches the
+    driver wrapped in Ray's exceptions; unwrap it so the user reads one sentence."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return UserError(str(e))
+        stack.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
+    return None
+
+
+class _Bar:
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("[bold]sovtp[/] (ray)"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        self.p.start()
+        self.task = self.p.add_task("run", total=total, last="")
+
+    def advance(self, last: str | None = None) -> None:
+        self.p.update(self.task, advance=1, **({"last": last} if last is not None else {}))
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(progress: bool | Callable[[Result], None], total: int) -> tuple[_Bar | None, Callable[[Result], None] | None]:
+    if progress is True:
+        bar = _Bar(total)
+
+        def tick(r: Result) -> None:
+            bar.advance(f"{Path(r.path).name}: {r.label if r.status == 'ok' else r.status}")
+
+        return bar, tick
+    return None, (progress or None)
