@@ -100,6 +100,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _engine_args(pairs: list[str]) -> dict:
+    import json
+
+    parsed: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--engine-arg {pair!r} is not KEY=VALUE (e.g. max_model_len=4096)")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:
+            parsed[key.strip()] = value
+    return parsed
+
+
 def _warn_network(base_url: str | None, privacy: str) -> None:
     """One notice when faces would leave the machine unblurred, one warning for plain HTTP."""
     from urllib.parse import urlparse
@@ -163,6 +178,9 @@ def run(
     image_max_side: Annotated[Optional[int], typer.Option("--image-max-side", help="Resize images sent to the model to this longer side.")] = None,
     detail: Annotated[Optional[str], typer.Option("--detail", help="OpenAI image detail: low, high or auto.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="transformers/vllm device (default: CUDA if present, else CPU).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm dtype (auto, float16, bfloat16, float32).")] = None,
+    vllm_python: Annotated[Optional[str], typer.Option("--vllm-python", envvar="SOVTP_VLLM_PYTHON", help="With --backend vllm: the python of an environment that has vLLM, when it is not this one (vLLM and mediapipe need different protobuf).")] = None,
+    engine_arg: Annotated[Optional[list[str]], typer.Option("--engine-arg", help="Extra vLLM engine argument KEY=VALUE (VALUE parsed as JSON when it can be); repeatable.")] = None,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
@@ -189,6 +207,13 @@ def run(
             options["detail"] = detail
     if device:
         options["device"] = device
+    if dtype:
+        options["dtype"] = dtype
+    if backend == "vllm":
+        if vllm_python:
+            options["vllm_python"] = vllm_python
+        if engine_arg:
+            options["engine_kwargs"] = _engine_args(engine_arg)
     config = _config(
         backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
         target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, workers=workers, temperature=temperature,

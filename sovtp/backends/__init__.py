@@ -26,6 +26,15 @@ def make_backend(name: str, model: str, **options: Any) -> Backend:
 
         return TransformersBackend(model=model, **options)
     if name == "vllm":
+        import importlib.util
+        import os
+
+        python = options.pop("vllm_python", None) or os.environ.get("SOVTP_VLLM_PYTHON")
+        if python and importlib.util.find_spec("vllm") is None:
+            # vLLM lives in another environment (protobuf conflict with mediapipe): bridge to it.
+            from sovtp.backends.vllm_bridge import VLLMBridgeBackend
+
+            return VLLMBridgeBackend(model=model, vllm_python=python, **options)
         from sovtp.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(model=model, **options)

@@ -21,8 +21,8 @@ from sovtp.errors import UserError
 from sovtp.types import Answer, DecodingMode, Prompt, Usage
 
 NO_VLLM = (
-    "vLLM is not installed in this Python environment; install it (pip install vllm on a CUDA machine, or "
-    "bash scripts/make_vllm_venv.sh for the CPU build) or use --backend transformers / openai."
+    "vLLM is not installed in this Python environment; point --vllm-python at the interpreter of an environment "
+    "that has it (bash scripts/make_vllm_venv.sh builds one), or use --backend transformers / openai."
 )
 
 

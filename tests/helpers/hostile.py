@@ -336,7 +336,21 @@ def peak_rss_mb(
 
 
 def can_drop_privileges() -> bool:
-    return os.geteuid() == 0 and hasattr(os, "setuid")
+    """Running as root, and allowed to become ``nobody`` (probed in a forked child:
+    containers without CAP_SETUID refuse)."""
+    if not hasattr(os, "fork") or os.geteuid() != 0:
+        return False
+    pid = os.fork()
+    if pid == 0:  # child: try, report, never return into the caller
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def run_as_nobody(warmup: dict, run: dict, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
