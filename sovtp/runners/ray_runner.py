@@ -7,8 +7,9 @@ dead workers. Ray Data's streaming executor does exactly that: each stage below 
 operator, batches flow between them through the object store with backpressure, and
 stateful stages run in actor pools so their models load once per actor.
 
-    read inputs   (tasks)   path -> content hash, run key; already-finished items marked
-    prepare       (CPU actor pool, one Preparer each)  decode -> cues -> render -> compose
+    read inputs   (from_items)  the items, in blocks
+    prepare       (CPU actor pool, one Preparer each)  content hash, run key (finished
+                  items are passed over), decode -> cues -> render -> compose
     answer        (actor pool: local model on GPU/CPU, or HTTP to one or more endpoints)
     write         (the driver)  the same ResultsWriter as the local runner, so resume works
 
@@ -91,47 +92,37 @@ def _quiet_ray_data(quiet: bool) -> None:
 # --------------------------------------------------------------------------- stages (run on Ray workers)
 
 
-def _read(row: dict[str, Any], config: RunConfig, finished: frozenset[str]) -> dict[str, Any]:
-    """Stage 1 (tasks): hash the file, its run key, and whether it is already done."""
-    from sovtp.pipeline import _hash_item, run_key_for
-
-    item: InputItem = pickle.loads(row["item"])
-    content_hash, err = _hash_item(item)
-    key = run_key_for(content_hash or item.display, config)
-    return {
-        "item": row["item"],
-        "content_hash": content_hash or "",
-        "run_key": key,
-        "error": err or "",
-        "skip": bool(content_hash) and key in finished,
-    }
-
-
 class PrepareActor:
-    """Stage 2: one Preparer per actor (extractor models load once per actor; mediapipe
-    graphs never cross a process boundary). Returns the slimmed Prepared item."""
+    """Stage 2: hash each input and, unless it is already finished, prepare it with
+    this actor's Preparer (extractor models load once per actor; mediapipe graphs never
+    cross a process boundary). Emits the slimmed Prepared item, or None when skipped."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, finished: frozenset[str]) -> None:
         from sovtp.pipeline import Preparer
 
+        self.config = config
+        self.finished = finished
         self.preparer = Preparer(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from sovtp.pipeline import _hash_item, run_key_for
         from sovtp.runners.workers import slim
 
         out_prepared, out_stats = [], []
-        for raw, content_hash, key, err, skip in zip(batch["item"], batch["content_hash"], batch["run_key"], batch["error"], batch["skip"]):
+        for raw in batch["item"]:
             item: InputItem = pickle.loads(raw)
+            content_hash, err = _hash_item(item)
+            key = run_key_for(content_hash or item.display, self.config)
             stats: dict[str, Any] = {}
-            if skip:
+            if content_hash and key in self.finished:
                 prepared = None
-            elif err:
-                prepared = Prepared(item=item, run_key=str(key), error=str(err), error_kind="input")
+            elif err is not None:
+                prepared = Prepared(item=item, run_key=key, error=err, error_kind="input")
             else:
                 p = self.preparer
                 runs, cache = dict(p.extractor_runs), p.cue_cache
                 hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
-                prepared = slim(p.prepare(item, str(key), str(content_hash)))
+                prepared = slim(p.prepare(item, key, content_hash))
                 stats = {
                     "runs": {k: v - runs.get(k, 0) for k, v in p.extractor_runs.items() if v != runs.get(k, 0)},
                     "hits": (cache.hits - hits) if cache is not None else 0,
@@ -213,9 +204,8 @@ def build_dataset(
     bs = batch_size or config.batch_size or max(1, config.concurrency * _endpoint_count(config))
     rows = [{"item": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * n_prep)))
-    ds = ds.map(_read, fn_kwargs={"config": config, "finished": finished}, num_cpus=0.25)
     pool = ray.data.ActorPoolStrategy
-    ds = ds.map_batches(PrepareActor, fn_constructor_kwargs={"config": config}, batch_size=1, batch_format="numpy", compute=pool(min_size=1, max_size=n_prep), num_cpus=1)
+    ds = ds.map_batches(PrepareActor, fn_constructor_kwargs={"config": config, "finished": finished}, batch_size=1, batch_format="numpy", compute=pool(min_size=1, max_size=n_prep), num_cpus=1)
     ds = ds.map_batches(
         AnswerActor, fn_constructor_kwargs={"config": config, "has_schema": has_schema}, batch_size=bs, batch_format="numpy", compute=pool(size=answer_actors), **answer_res
     )
