@@ -88,18 +88,6 @@ def _config(**kw):
     return RunConfig(labels=labels, extractors=names, extractor_params=params, include_cues=include, **extra, **kw)
 
 
-def _is_loopback(host: str) -> bool:
-    """'localhost' or a loopback address; a name such as 127.example.com is not."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _engine_args(pairs: list[str]) -> dict:
     import json
 
@@ -119,10 +107,12 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
     """One notice when faces would leave the machine unblurred, one warning for plain HTTP."""
     from urllib.parse import urlparse
 
+    from sovtp.net import is_loopback_host
+
     url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower()
-    local = _is_loopback(host)
+    local = is_loopback_host(host)
     url = parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()  # never echo user:password@
     if not local and parsed.scheme == "http":
         err.print(f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https.")

@@ -337,6 +337,8 @@ async def run_items_async(
         check = getattr(backend, "check", None)
         if check is not None:
             await check()  # a dead server fails fast, before the folder is decoded
+        if not config.model and getattr(backend, "model", None):
+            config = replace(config, model=backend.model)  # the model the server serves, on record
         has_schema = preparer.template.answer == "stages"
         mode = choose_mode(config.structured, backend.capabilities, has_schema)
         sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)

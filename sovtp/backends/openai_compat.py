@@ -21,19 +21,18 @@ import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from sovtp.backends.base import Capabilities, Sampling
 from sovtp.backends.messages import openai_messages, prompt_schema
 from sovtp.errors import UserError
+from sovtp.net import is_loopback_url
 from sovtp.types import Answer, DecodingMode, Prompt, Usage
 
 _RETRY_STATUS = {408, 409, 425, 429}
 
 
 def _is_local(url: str | None) -> bool:
-    host = (urlparse(url).hostname or "") if url else ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_url(url)
 
 
 def retry_after_seconds(headers: Any) -> float | None:
