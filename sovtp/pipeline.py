@@ -1,10 +1,11 @@
 """The runner: items -> clips -> cues -> views -> prompts -> answers -> results file.
 
 Preparation (decode, extract cues, render, compose) is CPU work done in a worker
-thread; answering is I/O or accelerator work done by the backend. The two overlap:
-while the backend answers earlier prompts, the next clips are being prepared, and
-at most ``max_in_flight`` prepared prompts wait, so memory stays flat however long
-the folder. Every finished item is written the moment its answer is parsed.
+thread, or with ``workers > 1`` in that many worker processes
+(:mod:`sovtp.runners.workers`); answering is I/O or accelerator work done by the
+backend. The two overlap: while the backend answers earlier prompts, the next clips
+are being prepared, and at most ``concurrency`` prompts are out plus a small lookahead
+of prepared ones, so memory stays flat however long the folder. Every finished item is written the moment its answer is parsed.
 """
 
 from __future__ import annotations
@@ -390,10 +391,13 @@ async def run_items_async(
                 t.add_done_callback(tasks.discard)
                 pending.clear()
 
-        async def prepare_in_pool(item: InputItem, key: str, content_hash: str) -> None:
-            """Worker processes prepare ahead while earlier prompts are with the backend."""
-            assert pool is not None
-            prepared = await pool.prepare(item, key, content_hash)
+        async def prepare_ahead(item: InputItem, key: str, content_hash: str) -> None:
+            """Worker processes (or the one preparation thread) prepare the next items
+            while earlier prompts are with the backend, even while a whole batch is out."""
+            if pool is not None:
+                prepared = await pool.prepare(item, key, content_hash)
+            else:
+                prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash)
             if prepared.error is not None:
                 lookahead.release()
                 finish(result_for(prepared, None, config))
@@ -414,21 +418,10 @@ async def run_items_async(
                 if err is not None:
                     finish(result_for(Prepared(item=item, run_key=key, error=err, error_kind="input"), None, config))
                     continue
-                if pool is not None:
-                    await lookahead.acquire()
-                    t = asyncio.create_task(prepare_in_pool(item, key, content_hash))
-                    prep_tasks.add(t)
-                    t.add_done_callback(prep_tasks.discard)
-                    continue
-                await in_flight.acquire()
-                prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash)
-                if prepared.error is not None:
-                    in_flight.release()
-                    finish(result_for(prepared, None, config))
-                    continue
-                pending.append(prepared)
-                if len(pending) >= batch_size:
-                    dispatch()
+                await lookahead.acquire()
+                t = asyncio.create_task(prepare_ahead(item, key, content_hash))
+                prep_tasks.add(t)
+                t.add_done_callback(prep_tasks.discard)
             while prep_tasks:
                 await asyncio.gather(*list(prep_tasks))
             dispatch()

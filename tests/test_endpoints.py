@@ -91,7 +91,7 @@ def test_requests_spread_over_endpoints_within_each_concurrency():
         assert all(x.error is None and "Label:" in x.text for x in answers)
         assert a.count + b.count == 16 and a.count >= 4 and b.count >= 4
     assert pa.peak <= 2 and pb.peak <= 2
-    assert pool.endpoint_count == 2 and pool.preferred_batch_size == 4
+    assert pool.endpoint_count == 2 and pool.preferred_batch_size == 1
 
 
 def test_dead_endpoint_at_start_is_skipped_and_all_dead_is_one_sentence():

@@ -109,10 +109,15 @@ EXPRESSIONS = {
 }
 
 
-@pytest.mark.parametrize("photo", list(EXPRESSIONS))
+DISGUST_XFAIL = pytest.mark.xfail(strict=True, reason=(
+    "known limitation: on this 45-degree-yaw disgust photo the frontalised mesh puts the alae and upper lip at "
+    "neutral-population heights (AU9 and AU10 read 0) while the narrowed eyes read as AU7"))
+
+
+@pytest.mark.parametrize("photo", [pytest.param(p, marks=DISGUST_XFAIL) if p.startswith("45-m7-di") else p for p in EXPRESSIONS])
 def test_geometric_aus_rank_canonical_aus_first(media: Path, stack, photo: str) -> None:
-    if photo.startswith("45-m7-di"):
-        pytest.xfail("known limitation: on this 3/4-view disgust photo the mesh shows no nose wrinkle or lip raise, and the brows read raised")
+    """Issue 3's bar. The estimator's reference is calibrated on other faces (FRL London,
+    CREMA-D; benchmarks/calibrate_geometric_aus.py), so these photos are held out."""
     cues = run_extractors(image_clip(media / photo), stack[:3]).cues
     aus = {a.number: a.intensity for a in cues.aus[cues.target_id].summary}
     canonical, prototype = EXPRESSIONS[photo]

@@ -117,7 +117,10 @@ class EndpointPool:
 
     @property
     def preferred_batch_size(self) -> int:
-        return sum(e.concurrency for e in self.endpoints)
+        """1: HTTP requests are independent, so each prompt goes out as soon as it is
+        ready and its record is written as soon as its answer is back (the runner's
+        in-flight bound, concurrency x endpoints, keeps every endpoint busy)."""
+        return 1
 
     @property
     def model(self) -> str:

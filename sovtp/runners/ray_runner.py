@@ -178,10 +178,11 @@ def _objects(values: list[Any]) -> np.ndarray:
 
 def _answer_resources(config: RunConfig, cluster: dict[str, float]) -> dict[str, float]:
     """A local model gets a GPU where the cluster has one (else one CPU); an HTTP
-    backend only waits on the network and takes a fraction of a CPU."""
+    backend only waits on the network (and encodes images), so it reserves no CPU and
+    every core is left to extraction."""
     if config.backend in _LOCAL_MODEL_BACKENDS:
         return {"num_gpus": 1} if cluster.get("GPU", 0) >= 1 else {"num_cpus": 1}
-    return {"num_cpus": 0.1}
+    return {"num_cpus": 0}
 
 
 def build_dataset(
@@ -199,7 +200,7 @@ def build_dataset(
     cpus = int(cluster.get("CPU", 1))
     answer_res = _answer_resources(config, cluster)
     # CPU left for extraction once the answering actors have theirs
-    room = max(1, cpus - int(answer_res.get("num_cpus", 0) * answer_actors + 0.999)) if "num_cpus" in answer_res else cpus
+    room = max(1, cpus - int(answer_res.get("num_cpus", 0)) * answer_actors)
     n_prep = max(1, min(workers or room, room, len(items) or 1))
     bs = batch_size or config.batch_size or max(1, config.concurrency * _endpoint_count(config))
     rows = [{"item": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)} for it in items]
