@@ -83,7 +83,16 @@ def test_ray_runner_with_the_tiny_transformers_model(local_ray, media: Path, tin
     folder.mkdir()
     for name in ("single_face.mp4", "multi_face.jpg", "no_face.mp4"):
         shutil.copy(media / name, folder / name)
-    cfg = RunConfig(backend="transformers", model=str(tiny_vlm), num_frames=2, max_tokens=8, workers=1, batch_size=1, cache_dir=None, backend_options={"device": "cpu"})
+    cfg = RunConfig(
+        backend="transformers",
+        model=str(tiny_vlm),
+        num_frames=2,
+        max_tokens=8,
+        workers=1,
+        batch_size=1,
+        cache_dir=None,
+        backend_options={"device": "cpu"},
+    )
     local = run_items(discover([folder]), cfg, tmp_path / "local.jsonl")
     summary = run_ray(discover([folder]), cfg, tmp_path / "ray.jsonl")
     assert summary.done == local.done == 3 and summary.errors == local.errors == 0

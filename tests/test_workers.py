@@ -21,7 +21,20 @@ from sovtp.results import load_results
 from tests.helpers.servers import FaultServer
 
 LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-COMPARED = ("status", "label", "raw_answer", "face_ids", "frames", "target_id", "cues_ran", "cues_skipped", "error", "decoding", "content_hash", "run_key")
+COMPARED = (
+    "status",
+    "label",
+    "raw_answer",
+    "face_ids",
+    "frames",
+    "target_id",
+    "cues_ran",
+    "cues_skipped",
+    "error",
+    "decoding",
+    "content_hash",
+    "run_key",
+)
 
 
 def digest_reply(body: dict[str, Any]) -> str:
@@ -134,7 +147,9 @@ def test_worker_results_carry_no_frame_pixels(media: Path):
     p = Preparer(cfg).prepare(InputItem(path), run_key_for(h, cfg), h)
     s = slim(p)
     assert all(f.image.nbytes == 0 for f in s.clip.frames)
-    assert [(f.index, f.timestamp, f.width, f.height) for f in s.clip.frames] == [(f.index, f.timestamp, f.width, f.height) for f in p.clip.frames]
+    assert [(f.index, f.timestamp, f.width, f.height) for f in s.clip.frames] == [
+        (f.index, f.timestamp, f.width, f.height) for f in p.clip.frames
+    ]
     assert s.prompt is p.prompt and all(np.asarray(i.image).nbytes > 0 for i in s.prompt.images)
 
 

@@ -85,7 +85,9 @@ class EndpointPool:
     ) -> None:
         if not backends:
             raise ValueError("EndpointPool needs at least one endpoint; pass --base-url")
-        self.endpoints = [Endpoint(b, max(1, int(getattr(b, "concurrency", concurrency))), url=str(getattr(b, "base_url", "") or "")) for b in backends]
+        self.endpoints = [
+            Endpoint(b, max(1, int(getattr(b, "concurrency", concurrency))), url=str(getattr(b, "base_url", "") or "")) for b in backends
+        ]
         self.max_attempts = max_attempts if max_attempts is not None else max(6, 2 * len(self.endpoints))
         self.cooldown_s = cooldown_s
         self.cooldown_max_s = cooldown_max_s
@@ -103,7 +105,9 @@ class EndpointPool:
         from sovtp.backends.openai_compat import OpenAIBackend
 
         urls = [u for u in dict.fromkeys(urls) if u]  # same URL twice is one endpoint
-        backends = [OpenAIBackend(model=model, base_url=u, concurrency=concurrency, max_retries=min(1, max_retries), **options) for u in urls]
+        backends = [
+            OpenAIBackend(model=model, base_url=u, concurrency=concurrency, max_retries=min(1, max_retries), **options) for u in urls
+        ]
         return cls(backends, concurrency=concurrency, max_attempts=max(max_retries + 1, 2 * len(backends)))
 
     # ------------------------------------------------------------------ what the runner reads
@@ -143,7 +147,10 @@ class EndpointPool:
         return ident() if callable(ident) else {"backend": self.name, "model": self.model}
 
     def stats(self) -> list[dict[str, Any]]:
-        return [{"url": e.url, "served": e.served, "failed_over": e.failed_over, "up": e.is_up(time.monotonic()), "history": list(e.history)} for e in self.endpoints]
+        return [
+            {"url": e.url, "served": e.served, "failed_over": e.failed_over, "up": e.is_up(time.monotonic()), "history": list(e.history)}
+            for e in self.endpoints
+        ]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,9 +158,9 @@ class EndpointPool:
         """Every endpoint is checked; the dead ones start marked down (with a warning)
         and the run goes on while at least one answers."""
         results = await asyncio.gather(*(self._check_one(e) for e in self.endpoints), return_exceptions=True)
-        alive = [e for e, r in zip(self.endpoints, results) if r is None]
+        alive = [e for e, r in zip(self.endpoints, results, strict=True) if r is None]
         if not alive:
-            reasons = "; ".join(f"{e.url}: {r}" for e, r in zip(self.endpoints, results))
+            reasons = "; ".join(f"{e.url}: {r}" for e, r in zip(self.endpoints, results, strict=True))
             raise UserError(f"None of the {len(self.endpoints)} --base-url endpoints answered ({reasons}); start a server or fix the URLs.")
         models = {e.backend.model for e in alive}
         if len(models) > 1:
@@ -163,7 +170,7 @@ class EndpointPool:
             if not e.backend.model:
                 e.backend.model = model  # a dead endpoint answers for the same model once it is back
         now = time.monotonic()
-        for e, r in zip(self.endpoints, results):
+        for e, r in zip(self.endpoints, results, strict=True):
             if r is not None:
                 self.log(f"Warning: endpoint {e.url} is not answering ({r}); its requests go to the other endpoints until it is back.")
                 self._mark_down(e, now)

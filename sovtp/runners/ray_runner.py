@@ -10,7 +10,8 @@ stateful stages run in actor pools so their models load once per actor.
     read inputs   (from_items)  the items, in blocks
     prepare       (CPU actor pool, one Preparer each)  content hash, run key (finished
                   items are passed over), decode -> cues -> render -> compose
-    answer        (actor pool: local model on GPU/CPU, or HTTP to one or more endpoints)
+    answer        (actor pool: a local model on GPU/CPU in batches, or an async actor
+                  keeping concurrency x endpoints HTTP requests out)
     write         (the driver)  the same ResultsWriter as the local runner, so resume works
 
 Every stage calls the local runner's own functions (``Preparer.prepare``,
@@ -52,11 +53,15 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise UserError("--runner ray needs Ray Data, which is not installed; run pip install 'sovtp[ray]' (or use --runner local).") from None
+        raise UserError(
+            "--runner ray needs Ray Data, which is not installed; run pip install 'sovtp[ray]' (or use --runner local)."
+        ) from None
     return ray
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES, quiet: bool = True) -> bool:
+def start_ray(
+    address: str | None = None, num_cpus: int | None = None, object_store_memory: int = LOCAL_OBJECT_STORE_BYTES, quiet: bool = True
+) -> bool:
     """Connect to ``address`` (a cluster) or start a small local Ray instance.
     Returns True when this call started/joined Ray (and so should shut it down)."""
     ray = require_ray()
@@ -69,7 +74,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"Cannot join the Ray cluster at {address} ({exc}); start it with 'ray start --head' or fix --address.") from None
+            raise UserError(
+                f"Cannot join the Ray cluster at {address} ({exc}); start it with 'ray start --head' or fix --address."
+            ) from None
     else:
         from sovtp.runners.workers import default_workers
 
@@ -133,10 +140,28 @@ class PrepareActor:
         return {"prepared": _objects(out_prepared), "stats": _objects(out_stats)}
 
 
+async def _answer_rows(backend, mode, sampling, config: RunConfig, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Answer a batch of prepared rows; each output row is the finished record as JSON
+    ("" for an item passed over as already finished)."""
+    from sovtp.pipeline import result_for
+
+    prepared: list[Prepared | None] = [pickle.loads(b) for b in batch["prepared"]]
+    todo = [p for p in prepared if p is not None and p.error is None]
+    answers: dict[int, Answer] = {}
+    if todo:
+        try:
+            got = await backend.answer([p.prompt for p in todo], mode, sampling)
+        except Exception as exc:  # a backend bug must not lose the batch
+            got = [Answer(mode=mode, error=f"backend {config.backend} failed: {type(exc).__name__}: {exc}") for _ in todo]
+        answers = {id(p): a for p, a in zip(todo, got, strict=True)}
+    results = ["" if p is None else result_for(p, answers.get(id(p)), config).model_dump_json() for p in prepared]
+    return {"result": _objects(results), "stats": batch["stats"]}
+
+
 class AnswerActor:
-    """Stage 3: one backend per actor (a local model loads once per actor; an HTTP
-    backend keeps its connection pool and event loop across batches). Each output row
-    is the finished results-file record as JSON."""
+    """Stage 3 for a local model (transformers, vLLM engine): one backend per actor, so
+    the model loads once per actor (on its GPU where the cluster has one); batches of
+    the backend's preferred size, one at a time."""
 
     def __init__(self, config: RunConfig, has_schema: bool) -> None:
         from sovtp.backends.base import Sampling, choose_mode
@@ -152,19 +177,42 @@ class AnswerActor:
         self.sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from sovtp.pipeline import result_for
+        return self.loop.run_until_complete(_answer_rows(self.backend, self.mode, self.sampling, self.config, batch))
 
-        prepared: list[Prepared | None] = [pickle.loads(b) for b in batch["prepared"]]
-        todo = [p for p in prepared if p is not None and p.error is None]
-        answers: dict[int, Answer] = {}
-        if todo:
-            try:
-                got = self.loop.run_until_complete(self.backend.answer([p.prompt for p in todo], self.mode, self.sampling))
-            except Exception as exc:  # a backend bug must not lose the batch
-                got = [Answer(mode=self.mode, error=f"backend {self.config.backend} failed: {type(exc).__name__}: {exc}") for _ in todo]
-            answers = {id(p): a for p, a in zip(todo, got)}
-        results = ["" if p is None else result_for(p, answers.get(id(p)), self.config).model_dump_json() for p in prepared]
-        return {"result": _objects(results), "stats": batch["stats"]}
+
+class HttpAnswerActor:
+    """Stage 3 for OpenAI-compatible endpoints: an async actor that keeps up to
+    concurrency x endpoints requests out at once (Ray Data runs that many calls of this
+    async UDF concurrently), each prompt sent as soon as it is prepared, like the
+    local runner's in-flight bound. One connection pool per actor, on Ray's loop."""
+
+    def __init__(self, config: RunConfig, has_schema: bool) -> None:
+        from sovtp.backends.base import Sampling
+        from sovtp.pipeline import _make_backend
+
+        self.config = config
+        self.has_schema = has_schema
+        self.backend = _make_backend(config)
+        self.sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
+        self.mode = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _ready(self):
+        from sovtp.backends.base import choose_mode
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.mode is None:
+                check = getattr(self.backend, "check", None)
+                if check is not None:
+                    await check()  # also learns the server kind, which decides the decoding mode
+                self.mode = choose_mode(self.config.structured, self.backend.capabilities, self.has_schema)
+        return self.mode
+
+    async def __call__(self, batch: dict[str, np.ndarray]):
+        mode = await self._ready()
+        yield await _answer_rows(self.backend, mode, self.sampling, self.config, batch)
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -202,15 +250,41 @@ def build_dataset(
     # CPU left for extraction once the answering actors have theirs
     room = max(1, cpus - int(answer_res.get("num_cpus", 0)) * answer_actors)
     n_prep = max(1, min(workers or room, room, len(items) or 1))
-    bs = batch_size or config.batch_size or max(1, config.concurrency * _endpoint_count(config))
+    capacity = max(1, config.concurrency) * _endpoint_count(config)
     rows = [{"item": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)} for it in items]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * n_prep)))
+    # one input per block: a prepared prompt moves on the moment it is ready, instead of
+    # waiting for the rest of its block (the per-block overhead is small beside a clip)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     pool = ray.data.ActorPoolStrategy
-    ds = ds.map_batches(PrepareActor, fn_constructor_kwargs={"config": config, "finished": finished}, batch_size=1, batch_format="numpy", compute=pool(min_size=1, max_size=n_prep), num_cpus=1)
     ds = ds.map_batches(
-        AnswerActor, fn_constructor_kwargs={"config": config, "has_schema": has_schema}, batch_size=bs, batch_format="numpy", compute=pool(size=answer_actors), **answer_res
+        PrepareActor,
+        fn_constructor_kwargs={"config": config, "finished": finished},
+        batch_size=1,
+        batch_format="numpy",
+        compute=pool(size=n_prep),
+        num_cpus=1,
     )
+    kwargs = {"config": config, "has_schema": has_schema}
+    if config.backend in _LOCAL_MODEL_BACKENDS:
+        bs = batch_size or config.batch_size or _preferred_batch(config)
+        ds = ds.map_batches(
+            AnswerActor, fn_constructor_kwargs=kwargs, batch_size=bs, batch_format="numpy", compute=pool(size=answer_actors), **answer_res
+        )
+    else:
+        compute = pool(size=answer_actors, max_concurrent_calls_per_actor=capacity)
+        bs = batch_size or config.batch_size or 1
+        ds = ds.map_batches(
+            HttpAnswerActor, fn_constructor_kwargs=kwargs, batch_size=bs, batch_format="numpy", compute=compute, **answer_res
+        )
     return ds
+
+
+def _preferred_batch(config: RunConfig) -> int:
+    """The local runner's batch size for a local model (transformers: its batch_size
+    option, default 4; the vLLM engine schedules its own) capped by the in-flight bound."""
+    if config.backend == "transformers":
+        return max(1, min(int(config.backend_options.get("batch_size", 4)), config.concurrency))
+    return max(1, config.concurrency)
 
 
 def _endpoint_count(config: RunConfig) -> int:
@@ -246,7 +320,14 @@ def run_ray(
     summary = RunSummary(out=out, total=len(items))
     bar, tick = _progress(progress, len(items))
     try:
-        ds = build_dataset(items, config, frozenset(writer.finished), preparer.template.answer == "stages", workers=config.workers, answer_actors=answer_actors)
+        ds = build_dataset(
+            items,
+            config,
+            frozenset(writer.finished),
+            preparer.template.answer == "stages",
+            workers=config.workers,
+            answer_actors=answer_actors,
+        )
         for row in ds.iter_rows():
             stats = json.loads(row["stats"] or "{}")
             for name, n in stats.get("runs", {}).items():
@@ -326,7 +407,14 @@ class _Bar:
     def __init__(self, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.p = Progress(TextColumn("[bold]sovtp[/] (ray)"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        self.p = Progress(
+            TextColumn("[bold]sovtp[/] (ray)"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         self.p.start()
         self.task = self.p.add_task("run", total=total, last="")
 

@@ -141,7 +141,9 @@ class ProcessPreparer:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self.config,))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self.config,)
+            )
         return self._pool
 
     def submit(self, item: InputItem, run_key: str, content_hash: str) -> Future:
