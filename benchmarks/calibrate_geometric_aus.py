@@ -50,8 +50,17 @@ def image_mesh(path: Path, faces, mesh) -> np.ndarray:
     from sovtp.types import Clip, Frame, file_sha256
 
     arr = np.asarray(Image.open(path).convert("RGB"))
-    clip = Clip(path=path, content_hash=file_sha256(path), frames=(Frame(0, 0, 0.0, arr),), fps=None, duration=None,
-                width=arr.shape[1], height=arr.shape[0], frame_count=1, is_image=True)
+    clip = Clip(
+        path=path,
+        content_hash=file_sha256(path),
+        frames=(Frame(0, 0, 0.0, arr),),
+        fps=None,
+        duration=None,
+        width=arr.shape[1],
+        height=arr.shape[0],
+        frame_count=1,
+        is_image=True,
+    )
     cues = run_extractors(clip, [faces, mesh]).cues
     track = next(f for f in cues.faces if f.id == cues.target_id)
     return np.asarray(track.observations[0].landmarks, dtype=np.float64)
@@ -117,8 +126,7 @@ def main() -> None:
     ref = build_reference(g, [m for ms in identities.values() for m in ms])
     g.REFERENCE_SHAPE = ref
     # 2.-3. per-identity medians, then median and spread over identities
-    per_id = {name: {k: float(np.median([g.measure(m)[k] for m in ms])) for k in g.MEASUREMENTS}
-              for name, ms in identities.items()}
+    per_id = {name: {k: float(np.median([g.measure(m)[k] for m in ms])) for k in g.MEASUREMENTS} for name, ms in identities.items()}
     population = {k: float(np.median([v[k] for v in per_id.values()])) for k in g.MEASUREMENTS}
     population["gap"] = 0.0
     spread = {k: float(np.std([v[k] for v in per_id.values()], ddof=1)) for k in g.MEASUREMENTS}
@@ -142,7 +150,7 @@ def main() -> None:
 
     def fmt(d: dict[str, float]) -> str:
         items = [f'"{k}": {v:.3f}' for k, v in d.items()]
-        return "\n".join("    " + ", ".join(items[i:i + 5]) + "," for i in range(0, len(items), 5))
+        return "\n".join("    " + ", ".join(items[i : i + 5]) + "," for i in range(0, len(items), 5))
 
     print("\n# CALIBRATION-BEGIN")
     print(f"POPULATION: dict[str, float] = {{\n{fmt(population)}\n}}")

@@ -25,12 +25,36 @@ from sovtp.tracking import Detection, track_faces
 from sovtp.types import AU, Box, Clip, Cues, ExpressionEstimate, FaceAUs, FaceTrack
 
 # py-feat emotion columns -> DFEW-7 vocabulary.
-EMOTIONS = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy", "sadness": "sad", "surprise": "surprise", "neutral": "neutral"}
+EMOTIONS = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
 PYFEAT_AU_NAMES = {
-    1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 5: "upper lid raiser", 6: "cheek raiser",
-    7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser", 11: "nasolabial deepener", 12: "lip corner puller",
-    14: "dimpler", 15: "lip corner depressor", 17: "chin raiser", 20: "lip stretcher", 23: "lip tightener",
-    24: "lip pressor", 25: "lips part", 26: "jaw drop", 28: "lip suck", 43: "eyes closed",
+    1: "inner brow raiser",
+    2: "outer brow raiser",
+    4: "brow lowerer",
+    5: "upper lid raiser",
+    6: "cheek raiser",
+    7: "lid tightener",
+    9: "nose wrinkler",
+    10: "upper lip raiser",
+    11: "nasolabial deepener",
+    12: "lip corner puller",
+    14: "dimpler",
+    15: "lip corner depressor",
+    17: "chin raiser",
+    20: "lip stretcher",
+    23: "lip tightener",
+    24: "lip pressor",
+    25: "lips part",
+    26: "jaw drop",
+    28: "lip suck",
+    43: "eyes closed",
 }
 _AU_COLUMN = re.compile(r"^AU(\d+)$")
 

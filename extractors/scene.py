@@ -63,7 +63,10 @@ class SceneDynamics:
                         continue
                     scale = diff.shape[0] / fb.height
                     x1, y1, x2, y2 = person_box(obs.box, fb.width, fb.height).as_int()
-                    region = diff[int(y1 * scale) : max(int(y1 * scale) + 1, int(y2 * scale)), int(x1 * scale) : max(int(x1 * scale) + 1, int(x2 * scale))]
+                    region = diff[
+                        int(y1 * scale) : max(int(y1 * scale) + 1, int(y2 * scale)),
+                        int(x1 * scale) : max(int(x1 * scale) + 1, int(x2 * scale)),
+                    ]
                     if region.size:
                         values.append(float(region.mean()))
                 if values:

@@ -124,7 +124,9 @@ class YoloPose:
 
             self._model = YOLO(self.weights)
         except ImportError:
-            raise ExtractorUnavailable("ultralytics is not installed; install it with `pip install 'sovtp[ultralytics]'` (AGPL-3.0) or use the mediapipe 'pose' extractor") from None
+            raise ExtractorUnavailable(
+                "ultralytics is not installed; install it with `pip install 'sovtp[ultralytics]'` (AGPL-3.0) or use the mediapipe 'pose' extractor"
+            ) from None
         except Exception as exc:
             raise ExtractorUnavailable(
                 f"ultralytics could not load {self.weights} ({type(exc).__name__}); check that torchvision imports beside torch, or use the mediapipe 'pose' extractor"
@@ -138,4 +140,3 @@ class YoloPose:
             result = model.predict(np.ascontiguousarray(frame.image[:, :, ::-1]), conf=self.conf, imgsz=self.imgsz, verbose=False)[0]
             arrays[frame.position] = results_to_arrays(result)
         return Cues(poses=yolo_arrays_to_poses(arrays, cues.faces))
-

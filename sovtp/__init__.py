@@ -29,7 +29,7 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover  (names for type checkers; __getattr__ loads them)
     from sovtp.api import extract_cues, load_results, make_config, preview, run
     from sovtp.inputs import InputItem
     from sovtp.labels import LabelSet, load_label_set

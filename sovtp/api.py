@@ -1,10 +1,10 @@
 """The Python API. The CLI is a thin layer over these functions.
 
-    import sovtp
-    summary = sovtp.run("videos/", out="results.jsonl", backend="openai",
-                        model="Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1")
-    for r in sovtp.load_results("results.jsonl"):
-        print(r.path, r.status, r.label)
+import sovtp
+summary = sovtp.run("videos/", out="results.jsonl", backend="openai",
+                    model="Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1")
+for r in sovtp.load_results("results.jsonl"):
+    print(r.path, r.status, r.label)
 """
 
 from __future__ import annotations
@@ -79,7 +79,13 @@ def _run_with_bar(items: Sequence[InputItem], cfg: RunConfig, out: Path) -> RunS
     from sovtp.pipeline import run_items
 
     with Progress(
-        TextColumn("[bold]sovtp[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False
+        TextColumn("[bold]sovtp[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
     ) as bar:
         task = bar.add_task("run", total=len(items), last="")
 

@@ -32,18 +32,50 @@ BACKENDS = ("transformers", "openai", "vllm")
 # --------------------------------------------------------------------------- shared options
 
 InputsArg = Annotated[list[Path], typer.Argument(help="Video/image files or folders (searched recursively).", show_default=False)]
-TemplateOpt = Annotated[str, typer.Option("--template", "-t", help="Built-in template (sovtp, sov, direct, text_cues) or a path to a .j2 file.")]
-VisualOpt = Annotated[Optional[str], typer.Option("--visual", help="Visual prompt mode (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som); default: the template's.")]
-LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="frames (one image per sampled frame) or grid (one tiled image); default: the template's.")]
+TemplateOpt = Annotated[
+    str, typer.Option("--template", "-t", help="Built-in template (sovtp, sov, direct, text_cues) or a path to a .j2 file.")
+]
+VisualOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--visual",
+        help="Visual prompt mode (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som); default: the template's.",
+    ),
+]
+LayoutOpt = Annotated[
+    Optional[str], typer.Option("--layout", help="frames (one image per sampled frame) or grid (one tiled image); default: the template's.")
+]
 FramesOpt = Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")]
 SamplingOpt = Annotated[str, typer.Option("--sampling", help="uniform, or au-peak (frames of highest target AU activation).")]
 TargetOpt = Annotated[str, typer.Option("--target", help="Target face: largest, center, or a face ID.")]
-LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line.")]
-CuesOpt = Annotated[Optional[str], typer.Option("--cues", help="Text cues given to the template: all (default), none, or a '+'-joined subset of faces, landmarks, aus, pose, scene, expressions (e.g. aus+pose).")]
-ExtractorsOpt = Annotated[Optional[str], typer.Option("--extractors", help="Comma-separated extractor plugins to run (default: faces,landmarks,aus,pose,scene,expressions).")]
-PoseWeightsOpt = Annotated[Optional[Path], typer.Option("--pose-weights", help="Ultralytics YOLO-pose weights (.pt): multi-person pose in one pass instead of mediapipe (ultralytics is AGPL-3.0).")]
-PrivacyOpt = Annotated[str, typer.Option("--privacy", help="none, blur-others or blur-all: de-identify faces in every image before it leaves the machine.")]
-CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cue and response cache folder (default ~/.cache/sovtp or $SOVTP_CACHE_DIR).")]
+LabelsOpt = Annotated[
+    Optional[str],
+    typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line."),
+]
+CuesOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cues",
+        help="Text cues given to the template: all (default), none, or a '+'-joined subset of faces, landmarks, aus, pose, scene, expressions (e.g. aus+pose).",
+    ),
+]
+ExtractorsOpt = Annotated[
+    Optional[str],
+    typer.Option("--extractors", help="Comma-separated extractor plugins to run (default: faces,landmarks,aus,pose,scene,expressions)."),
+]
+PoseWeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--pose-weights",
+        help="Ultralytics YOLO-pose weights (.pt): multi-person pose in one pass instead of mediapipe (ultralytics is AGPL-3.0).",
+    ),
+]
+PrivacyOpt = Annotated[
+    str, typer.Option("--privacy", help="none, blur-others or blur-all: de-identify faces in every image before it leaves the machine.")
+]
+CacheOpt = Annotated[
+    Optional[Path], typer.Option("--cache-dir", help="Cue and response cache folder (default ~/.cache/sovtp or $SOVTP_CACHE_DIR).")
+]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Use no cue or response cache.")]
 MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")]
 
@@ -53,11 +85,22 @@ def _parse_cues(cues: str | None) -> frozenset[str] | None:
         return None
     if cues.strip().lower() == "none":
         return frozenset()
-    aliases = {"au": "aus", "aus": "aus", "pose": "pose", "faces": "faces", "landmarks": "landmarks", "scene": "scene", "expressions": "expressions", "others": "expressions"}
+    aliases = {
+        "au": "aus",
+        "aus": "aus",
+        "pose": "pose",
+        "faces": "faces",
+        "landmarks": "landmarks",
+        "scene": "scene",
+        "expressions": "expressions",
+        "others": "expressions",
+    }
     parts = [c.strip().lower() for c in cues.replace(",", "+").split("+") if c.strip()]
     unknown = [c for c in parts if c not in aliases]
     if unknown:
-        raise typer.BadParameter(f"unknown cue kind(s) {', '.join(unknown)}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(aliases.values())))}")
+        raise typer.BadParameter(
+            f"unknown cue kind(s) {', '.join(unknown)}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(aliases.values())))}"
+        )
     return frozenset(aliases[c] for c in parts)
 
 
@@ -115,9 +158,13 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
     local = is_loopback_host(host)
     url = parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()  # never echo user:password@
     if not local and parsed.scheme == "http":
-        err.print(f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https.")
+        err.print(
+            f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https."
+        )
     if not local and privacy == "none":
-        err.print(f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first.")
+        err.print(
+            f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first."
+        )
 
 
 @contextmanager
@@ -139,8 +186,12 @@ def _user_errors():
 @app.command()
 def run(
     inputs: InputsArg,
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Results file (JSONL); rerunning with the same file resumes.")] = Path("results.jsonl"),
-    backend: Annotated[str, typer.Option("--backend", "-b", help="transformers, openai (any OpenAI-compatible server) or vllm (local engine).")] = "transformers",
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Results file (JSONL); rerunning with the same file resumes.")] = Path(
+        "results.jsonl"
+    ),
+    backend: Annotated[
+        str, typer.Option("--backend", "-b", help="transformers, openai (any OpenAI-compatible server) or vllm (local engine).")
+    ] = "transformers",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id or local checkpoint folder.")] = None,
     template: TemplateOpt = "sovtp",
     visual: VisualOpt = None,
@@ -150,27 +201,67 @@ def run(
     frames: FramesOpt = 8,
     sampling: SamplingOpt = "uniform",
     target: TargetOpt = "largest",
-    structured: Annotated[str, typer.Option("--structured", help="auto, json, choice, rank or off: how the backend is kept to the label set.")] = "auto",
+    structured: Annotated[
+        str, typer.Option("--structured", help="auto, json, choice, rank or off: how the backend is kept to the label set.")
+    ] = "auto",
     per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too.")] = False,
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL (default $OPENAI_BASE_URL); give it more than once to spread requests over several servers, with failover when one dies. The key is read from $OPENAI_API_KEY only.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once (per --base-url endpoint).")] = 8,
-    workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="Processes decoding and extracting cues ahead while the model answers (default: the CPU count; 1: no extra process).")] = None,
-    runner: Annotated[str, typer.Option("--runner", help="local (this machine) or ray (Ray Data; needs pip install 'sovtp[ray]').")] = "local",
-    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join with --runner ray (e.g. auto, host:6379 or ray://host:10001); default: a local Ray instance.")] = None,
+    base_url: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--base-url",
+            help="OpenAI-compatible server URL (default $OPENAI_BASE_URL); give it more than once to spread requests over several servers, with failover when one dies. The key is read from $OPENAI_API_KEY only.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at once (per --base-url endpoint).")
+    ] = 8,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Processes decoding and extracting cues ahead while the model answers (default: the CPU count; 1: no extra process).",
+        ),
+    ] = None,
+    runner: Annotated[
+        str, typer.Option("--runner", help="local (this machine) or ray (Ray Data; needs pip install 'sovtp[ray]').")
+    ] = "local",
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--address",
+            help="Ray cluster to join with --runner ray (e.g. auto, host:6379 or ray://host:10001); default: a local Ray instance.",
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 120.0,
     max_retries: Annotated[int, typer.Option("--max-retries", help="Retries per request on 429/5xx/timeouts.")] = 5,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    image_max_side: Annotated[Optional[int], typer.Option("--image-max-side", help="Resize images sent to the model to this longer side.")] = None,
+    image_max_side: Annotated[
+        Optional[int], typer.Option("--image-max-side", help="Resize images sent to the model to this longer side.")
+    ] = None,
     detail: Annotated[Optional[str], typer.Option("--detail", help="OpenAI image detail: low, high or auto.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="transformers/vllm device (default: CUDA if present, else CPU).")] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="transformers/vllm device (default: CUDA if present, else CPU).")
+    ] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm dtype (auto, float16, bfloat16, float32).")] = None,
-    vllm_python: Annotated[Optional[str], typer.Option("--vllm-python", envvar="SOVTP_VLLM_PYTHON", help="With --backend vllm: the python of an environment that has vLLM, when it is not this one (vLLM and mediapipe need different protobuf).")] = None,
-    engine_arg: Annotated[Optional[list[str]], typer.Option("--engine-arg", help="Extra vLLM engine argument KEY=VALUE (VALUE parsed as JSON when it can be); repeatable.")] = None,
+    vllm_python: Annotated[
+        Optional[str],
+        typer.Option(
+            "--vllm-python",
+            envvar="SOVTP_VLLM_PYTHON",
+            help="With --backend vllm: the python of an environment that has vLLM, when it is not this one (vLLM and mediapipe need different protobuf).",
+        ),
+    ] = None,
+    engine_arg: Annotated[
+        Optional[list[str]],
+        typer.Option("--engine-arg", help="Extra vLLM engine argument KEY=VALUE (VALUE parsed as JSON when it can be); repeatable."),
+    ] = None,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
@@ -211,7 +302,9 @@ def run(
     )  # fmt: skip
     items = discover(inputs)
     if not items:
-        err.print(f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...).")
+        err.print(
+            f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...)."
+        )
         raise typer.Exit(2)
     try:
         with _user_errors():
@@ -222,7 +315,9 @@ def run(
             else:
                 summary = api_run(items, out=out_path, config=config, progress=True)
     except KeyboardInterrupt:
-        err.print(f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped.")
+        err.print(
+            f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
+        )
         raise typer.Exit(130) from None
     err.print(
         f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"

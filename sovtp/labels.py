@@ -63,7 +63,14 @@ MAFW = LabelSet(
     (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11),
 )
 
-BUILTIN_LABEL_SETS: dict[str, LabelSet] = {"dfew": DFEW, "dfew-7": DFEW, "ferv39k": FERV39K, "ferv39k-7": FERV39K, "mafw": MAFW, "mafw-11": MAFW}
+BUILTIN_LABEL_SETS: dict[str, LabelSet] = {
+    "dfew": DFEW,
+    "dfew-7": DFEW,
+    "ferv39k": FERV39K,
+    "ferv39k-7": FERV39K,
+    "mafw": MAFW,
+    "mafw-11": MAFW,
+}
 
 # Canonical label -> spellings that mean the same class. Only true synonyms: a word
 # that names a different emotion (e.g. "pain", "contempt" for a 7-class set) stays

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
-from sovtp.extract import Extractor, ExtractionReport, load_extractor, run_extractors
+from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
 from sovtp.results import ResultsWriter, write_json_atomic
@@ -142,7 +142,11 @@ class Preparer:
 
         self.config = config
         self.template = template if template is not None else load_template(config.template)
-        self.extractors = list(extractors) if extractors is not None else [load_extractor(n, **config.extractor_params.get(n, {})) for n in config.extractors]
+        self.extractors = (
+            list(extractors)
+            if extractors is not None
+            else [load_extractor(n, **config.extractor_params.get(n, {})) for n in config.extractors]
+        )
         self.cue_cache = JsonCache(config.cache_dir, "cues") if config.cache_dir else None
         self.extractor_runs: dict[str, int] = {}
 
@@ -192,7 +196,9 @@ class Preparer:
         try:
             p.clip, p.cues = self.clip_and_cues(item.path, content_hash, p.timings)
             t0 = time.perf_counter()
-            p.images = render_views(p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.config.image_max_side)
+            p.images = render_views(
+                p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.config.image_max_side
+            )
             p.timings["render"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             p.prompt = compose_prompt(
@@ -378,7 +384,12 @@ async def run_items_async(
                     answers = await backend.answer(prompts, mode, sampling)
                 except Exception as exc:  # a backend bug must not lose the batch
                     answers = [Answer(mode=mode, error=f"backend {config.backend} failed: {type(exc).__name__}: {exc}") for _ in batch]
-                for p, a in zip(batch, answers):
+                if len(answers) != len(batch):  # a backend bug must not mis-pair answers and items
+                    answers = [
+                        Answer(mode=mode, error=f"backend {config.backend} returned {len(answers)} answers for {len(batch)} prompts")
+                        for _ in batch
+                    ]
+                for p, a in zip(batch, answers, strict=True):
                     finish(result_for(p, a, config))
             finally:
                 for _ in batch:
@@ -448,7 +459,9 @@ async def run_items_async(
     return summary
 
 
-def run_items(items: Sequence[InputItem], config: RunConfig, out: Path | str, progress: Callable[[Result], None] | None = None) -> RunSummary:
+def run_items(
+    items: Sequence[InputItem], config: RunConfig, out: Path | str, progress: Callable[[Result], None] | None = None
+) -> RunSummary:
     """Synchronous :func:`run_items_async` for scripts and the CLI."""
     return asyncio.run(run_items_async(items, config, out, progress))
 
@@ -483,7 +496,9 @@ def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, starte
     }
 
 
-def preview_items(items: Sequence[InputItem], config: RunConfig, out_dir: Path | str, html: bool = False, root: Path | None = None) -> list[tuple[InputItem, list[Path] | str]]:
+def preview_items(
+    items: Sequence[InputItem], config: RunConfig, out_dir: Path | str, html: bool = False, root: Path | None = None
+) -> list[tuple[InputItem, list[Path] | str]]:
     """``sovtp prompt``: write each item's annotated frames and rendered prompt, no model.
     Returns (item, written files) or (item, error sentence) per item."""
     from sovtp.inputs import safe_name

@@ -158,5 +158,7 @@ def choose_target(cues: Cues, rule: str, width: int, height: int) -> int | None:
         return None
     ids = [f.id for f in cues.faces]
     if wanted not in ids:
-        raise ValueError(f"face ID {wanted} is not in this clip (its IDs are {', '.join(map(str, ids))}); pick one of them or use 'largest'")
+        raise ValueError(
+            f"face ID {wanted} is not in this clip (its IDs are {', '.join(map(str, ids))}); pick one of them or use 'largest'"
+        )
     return wanted

@@ -117,7 +117,17 @@ def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
     except OSError as exc:
         raise MediaError(f"{path.name}: image data is truncated or corrupt ({exc}); re-export it") from None
     frame = Frame(position=0, index=0, timestamp=0.0, image=arr)
-    return Clip(path=path, content_hash=digest, frames=(frame,), fps=None, duration=None, width=arr.shape[1], height=arr.shape[0], frame_count=1, is_image=True)
+    return Clip(
+        path=path,
+        content_hash=digest,
+        frames=(frame,),
+        fps=None,
+        duration=None,
+        width=arr.shape[1],
+        height=arr.shape[0],
+        frame_count=1,
+        is_image=True,
+    )
 
 
 def _open(path: Path):
@@ -126,9 +136,13 @@ def _open(path: Path):
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError:
-        raise MediaError(f"{path.name}: not a valid video (invalid data when reading the header); check that it is a complete, uncorrupted file") from None
+        raise MediaError(
+            f"{path.name}: not a valid video (invalid data when reading the header); check that it is a complete, uncorrupted file"
+        ) from None
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path.name}: cannot be opened as a video ({exc.strerror or exc}); check that it is a complete, uncorrupted file") from None
+        raise MediaError(
+            f"{path.name}: cannot be opened as a video ({exc.strerror or exc}); check that it is a complete, uncorrupted file"
+        ) from None
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path.name}: has no video stream (audio-only or not a video); remove it from the folder")

@@ -28,8 +28,17 @@ def image_clip(path: Path) -> Clip:
     from PIL import Image
 
     arr = np.asarray(Image.open(path).convert("RGB"))
-    return Clip(path=path, content_hash=file_sha256(path), frames=(Frame(0, 0, 0.0, arr),), fps=None, duration=None,
-                width=arr.shape[1], height=arr.shape[0], frame_count=1, is_image=True)
+    return Clip(
+        path=path,
+        content_hash=file_sha256(path),
+        frames=(Frame(0, 0, 0.0, arr),),
+        fps=None,
+        duration=None,
+        width=arr.shape[1],
+        height=arr.shape[0],
+        frame_count=1,
+        is_image=True,
+    )
 
 
 def video_clip(path: Path, picks: list[int]) -> Clip:
@@ -44,8 +53,16 @@ def video_clip(path: Path, picks: list[int]) -> Clip:
             if i >= max(picks):
                 break
     h, w = frames[0].image.shape[:2]
-    return Clip(path=path, content_hash=file_sha256(path) + str(picks), frames=tuple(frames), fps=None, duration=None,
-                width=w, height=h, frame_count=None)
+    return Clip(
+        path=path,
+        content_hash=file_sha256(path) + str(picks),
+        frames=tuple(frames),
+        fps=None,
+        duration=None,
+        width=w,
+        height=h,
+        frame_count=None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +97,16 @@ def test_multi_face_every_face_gets_id_box_mesh_and_pose(multi) -> None:
 def test_ids_stable_over_a_shifted_group_clip(media: Path) -> None:
     base = image_clip(media / "multi_face.jpg").frames[0].image
     frames = tuple(Frame(p, p, p / 10, np.ascontiguousarray(np.roll(base, 6 * p, axis=1))) for p in range(4))
-    clip = Clip(path=media / "multi_face.jpg", content_hash="shifted", frames=frames, fps=10.0, duration=0.4,
-                width=base.shape[1], height=base.shape[0], frame_count=4)
+    clip = Clip(
+        path=media / "multi_face.jpg",
+        content_hash="shifted",
+        frames=frames,
+        fps=10.0,
+        duration=0.4,
+        width=base.shape[1],
+        height=base.shape[0],
+        frame_count=4,
+    )
     cues = MediapipeFaces().extract(clip, None)
     assert len(cues.faces) == 5
     for face in cues.faces:
@@ -109,9 +134,13 @@ EXPRESSIONS = {
 }
 
 
-DISGUST_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "known limitation: on this 45-degree-yaw disgust photo the frontalised mesh puts the alae and upper lip at "
-    "neutral-population heights (AU9 and AU10 read 0) while the narrowed eyes read as AU7"))
+DISGUST_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known limitation: on this 45-degree-yaw disgust photo the frontalised mesh puts the alae and upper lip at "
+        "neutral-population heights (AU9 and AU10 read 0) while the narrowed eyes read as AU7"
+    ),
+)
 
 
 @pytest.mark.parametrize("photo", [pytest.param(p, marks=DISGUST_XFAIL) if p.startswith("45-m7-di") else p for p in EXPRESSIONS])

@@ -85,7 +85,9 @@ def test_yolo_conversion_of_a_real_ultralytics_results_object() -> None:
 
     boxes, kps = _people([(100, 100)])
     data = torch.tensor(np.concatenate([boxes, np.array([[0.9, 0.0]])], axis=1), dtype=torch.float32)
-    res = results.Results(np.zeros((480, 640, 3), np.uint8), path="x.jpg", names={0: "person"}, boxes=data, keypoints=torch.tensor(kps, dtype=torch.float32))
+    res = results.Results(
+        np.zeros((480, 640, 3), np.uint8), path="x.jpg", names={0: "person"}, boxes=data, keypoints=torch.tensor(kps, dtype=torch.float32)
+    )
     b, k = results_to_arrays(res)
     faces = track_faces({0: [Detection(Box(x1=80, y1=80, x2=120, y2=120))]})
     poses = yolo_arrays_to_poses({0: (b, k)}, faces)

@@ -52,14 +52,18 @@ def _probe_install(python: str, cwd: Path) -> dict:
 
 def test_wheel_in_fresh_venv_matches_editable_install(tmp_path: Path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)], check=True
+    )
     wheel = next(dist.glob("sovtp-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     # The fresh venv gets sovtp from the wheel alone; its dependencies are borrowed from
     # the test venv through a .pth file (installing mediapipe/torch again would take minutes).
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     deps = sysconfig.get_paths()["purelib"]
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     Path(site, "zz_borrowed_deps.pth").write_text(deps + "\n")
@@ -69,5 +73,7 @@ def test_wheel_in_fresh_venv_matches_editable_install(tmp_path: Path):
     assert len(fresh["plugins"]) >= 6 and "sovtp.j2" in fresh["templates"]
     assert fresh["commands"] == ["ablate", "eval", "extractors", "prompt", "run"]
     # the fresh venv's sovtp really is the wheel, not the source tree
-    where = subprocess.run([str(py), "-c", "import sovtp; print(sovtp.__file__)"], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    where = subprocess.run(
+        [str(py), "-c", "import sovtp; print(sovtp.__file__)"], capture_output=True, text=True, cwd=tmp_path, check=True
+    ).stdout
     assert str(venv) in where

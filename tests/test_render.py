@@ -471,7 +471,7 @@ def test_blur_all_on_a_real_video_hides_every_face_in_every_frame(media):
         f.position: [b for b, _ in detect_faces(f.image, model=0)] + [b for b, _ in detect_faces(f.image, model=1)] for f in clip.frames
     }
     assert sum(bool(v) for v in truth.values()) >= 5
-    for frame, part in zip(clip.frames, render_views(clip, cues, "sovtp", "frames", privacy="blur-all")):
+    for frame, part in zip(clip.frames, render_views(clip, cues, "sovtp", "frames", privacy="blur-all"), strict=True):
         assert detect_faces(part.image, model=1) == []
         for found, _ in detect_faces(part.image, model=0):
             assert all(found.iou(t) < 0.1 for t in truth[frame.position]), f"frame {frame.position}: a real face is still found"

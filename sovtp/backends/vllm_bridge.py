@@ -97,7 +97,9 @@ class VLLMBridgeBackend:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if not os.path.exists(self.python):
-            raise UserError(f"--vllm-python {self.python} does not exist; create the vLLM environment (bash scripts/make_vllm_venv.sh) or fix the path.")
+            raise UserError(
+                f"--vllm-python {self.python} does not exist; create the vLLM environment (bash scripts/make_vllm_venv.sh) or fix the path."
+            )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             [self.python, "-m", "sovtp.backends.vllm_worker"],

