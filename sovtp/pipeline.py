@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -98,6 +98,14 @@ class RunConfig:
         return d
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded clip (or the reason it could not be decoded) and the seconds it took."""
+
+    clip: Clip | MediaError
+    seconds: float
+
+
 @dataclass
 class Prepared:
     """An item ready for the backend (or already failed: ``error`` set)."""
@@ -166,12 +174,33 @@ class Preparer:
     def layout(self) -> str:
         return self.config.layout or self.template.layout
 
-    def clip_and_cues(self, path: Path, content_hash: str, timings: dict[str, float]) -> tuple[Clip, Cues]:
+    @property
+    def frames_to_decode(self) -> int:
         cfg = self.config
+        return cfg.num_frames * (AU_PEAK_CANDIDATES if cfg.sampling == "au-peak" else 1)
+
+    def decode(self, path: Path, content_hash: str) -> Decoded:
+        """The decode stage alone, so that a second thread can decode the next clip while
+        this one's extractors run (PyAV and mediapipe both release the GIL)."""
         t0 = time.perf_counter()
-        n = cfg.num_frames * (AU_PEAK_CANDIDATES if cfg.sampling == "au-peak" else 1)
-        clip = read_clip(path, num_frames=n, max_side=cfg.max_side, content_hash=content_hash)
-        timings["decode"] = time.perf_counter() - t0
+        try:
+            clip: Clip | MediaError = read_clip(
+                path, num_frames=self.frames_to_decode, max_side=self.config.max_side, content_hash=content_hash
+            )
+        except MediaError as exc:
+            clip = exc
+        return Decoded(clip=clip, seconds=time.perf_counter() - t0)
+
+    def clip_and_cues(
+        self, path: Path, content_hash: str, timings: dict[str, float], decoded: Decoded | None = None
+    ) -> tuple[Clip, Cues]:
+        cfg = self.config
+        decoded = decoded or self.decode(path, content_hash)
+        timings["decode"] = decoded.seconds
+        if isinstance(decoded.clip, MediaError):
+            raise decoded.clip
+        clip = decoded.clip
+        n = self.frames_to_decode
         report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=(n, cfg.max_side))
         for name, secs in report.seconds.items():
             timings[f"extract.{name}"] = secs
@@ -188,13 +217,14 @@ class Preparer:
             clip, cues = select_au_peak(clip, cues, cfg.num_frames)
         return clip, cues
 
-    def prepare(self, item: InputItem, run_key: str, content_hash: str) -> Prepared:
+    def prepare(self, item: InputItem, run_key: str, content_hash: str, decoded: Decoded | None = None) -> Prepared:
+        """Decode (unless ``decoded`` already holds this item's clip), extract, render, compose."""
         from sovtp.compose import compose_prompt
         from sovtp.render import render_views
 
         p = Prepared(item=item, run_key=run_key, content_hash=content_hash)
         try:
-            p.clip, p.cues = self.clip_and_cues(item.path, content_hash, p.timings)
+            p.clip, p.cues = self.clip_and_cues(item.path, content_hash, p.timings, decoded)
             t0 = time.perf_counter()
             p.images = render_views(
                 p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.config.image_max_side
@@ -355,6 +385,9 @@ async def run_items_async(
         in_flight = asyncio.Semaphore(capacity)
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovtp-prepare")
+        # Hashing and decoding in a second thread: the next clip decodes while this one's
+        # extractors run, so decoding hides behind model time instead of adding to it.
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovtp-decode")
         from sovtp.runners.workers import ProcessPreparer, resolve_workers
 
         workers = resolve_workers(config.workers, len(items)) if own_preparer else 1
@@ -408,7 +441,8 @@ async def run_items_async(
             if pool is not None:
                 prepared = await pool.prepare(item, key, content_hash)
             else:
-                prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash)
+                decoded = await loop.run_in_executor(decoder, preparer.decode, item.path, content_hash)
+                prepared = await loop.run_in_executor(executor, preparer.prepare, item, key, content_hash, decoded)
             if prepared.error is not None:
                 lookahead.release()
                 finish(result_for(prepared, None, config))
@@ -421,7 +455,7 @@ async def run_items_async(
 
         try:
             for item in items:
-                content_hash, err = await loop.run_in_executor(executor, _hash_item, item)
+                content_hash, err = await loop.run_in_executor(decoder, _hash_item, item)
                 key = run_key_for(content_hash or item.display, config)
                 if content_hash and writer.is_done(key):
                     summary.skipped += 1
@@ -445,6 +479,7 @@ async def run_items_async(
             raise
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            decoder.shutdown(wait=False, cancel_futures=True)
             if pool is not None:
                 pool.close(wait=not summary.interrupted)
     finally:
@@ -496,6 +531,29 @@ def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, starte
     }
 
 
+def prepare_stream(preparer: Preparer, items: Sequence[InputItem]) -> Iterator[tuple[InputItem, Prepared]]:
+    """Prepare ``items`` in order, hashing and decoding the next one in a second thread
+    while the current one's extractors run. At most one decoded clip waits."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovtp-decode") as decoder:
+
+        def hash_and_decode(item: InputItem) -> tuple[str | None, str | None, Decoded | None]:
+            content_hash, err = _hash_item(item)
+            if err is not None or content_hash is None:
+                return content_hash, err, None
+            return content_hash, None, preparer.decode(item.path, content_hash)
+
+        ahead = decoder.submit(hash_and_decode, items[0]) if items else None
+        for i, item in enumerate(items):
+            assert ahead is not None
+            content_hash, err, decoded = ahead.result()
+            ahead = decoder.submit(hash_and_decode, items[i + 1]) if i + 1 < len(items) else None
+            key = run_key_for(content_hash or item.display, preparer.config)
+            if err is not None or content_hash is None:
+                yield item, Prepared(item=item, run_key=key, error=err or f"{item.display}: could not be read", error_kind="input")
+                continue
+            yield item, preparer.prepare(item, key, content_hash, decoded)
+
+
 def preview_items(
     items: Sequence[InputItem], config: RunConfig, out_dir: Path | str, html: bool = False, root: Path | None = None
 ) -> list[tuple[InputItem, list[Path] | str]]:
@@ -508,12 +566,7 @@ def preview_items(
     preparer = Preparer(config)
     preparer.check()
     done: list[tuple[InputItem, list[Path] | str]] = []
-    for item in items:
-        content_hash, err = _hash_item(item)
-        if err is not None:
-            done.append((item, err))
-            continue
-        p = preparer.prepare(item, run_key_for(content_hash, config), content_hash)
+    for item, p in prepare_stream(preparer, items):
         if p.error is not None:
             done.append((item, p.error))
             continue

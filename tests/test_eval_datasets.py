@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 from sovtp.eval.datasets import DatasetError, fingerprint, load_dataset
@@ -83,14 +84,12 @@ def test_missing_columns_and_custom_sets(tmp_path):
         load_dataset(tmp_path / "nope", DFEW)
 
 
-def test_huggingface_missing_is_one_sentence(tmp_path):
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(DatasetError, match=r"pip install 'sovtp\[hf\]'"):
-            load_dataset("hf:someone/some-set", DFEW)
-    else:
-        pytest.skip("datasets is installed; the imagefolder test covers it")
+def test_huggingface_missing_is_one_sentence(tmp_path, monkeypatch):
+    """Without the hf extra, a hub id fails with the install command, not an ImportError
+    trace. (A None entry in sys.modules is how Python itself marks a module as absent.)"""
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DatasetError, match=r"pip install 'sovtp\[hf\]'"):
+        load_dataset("hf:someone/some-set", DFEW)
 
 
 def test_huggingface_imagefolder(folder_dataset, tmp_path):
