@@ -171,7 +171,7 @@ def ablate_command(
         typer.Option(
             "--grid",
             "-g",
-            help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, model.",
+            help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, per_face, model.",
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Ablation folder; rerunning with the same folder resumes.")] = Path(
@@ -196,13 +196,26 @@ def ablate_command(
     extractors: Annotated[
         str | None, typer.Option("--extractors", help="Comma-separated extractor plugins (default: the standard set).")
     ] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (key from $OPENAI_API_KEY).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="transformers/vllm device.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 8,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--base-url", help="OpenAI-compatible server URL (key from $OPENAI_API_KEY); repeat for several endpoints (failover)."
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="transformers device (vLLM chooses its own).")] = None,
+    vllm_python: Annotated[
+        str | None,
+        typer.Option("--vllm-python", envvar="SOVTP_VLLM_PYTHON", help="--backend vllm: python of the environment that has vllm."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight per endpoint.")] = 8,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request before it is retried.")] = 120.0,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Retries per request on 429/5xx/timeouts.")] = 5,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (0: greedy).")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")] = 1280,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Cue and response cache (default ~/.cache/sovtp); shared by all variants.")
+        Path | None,
+        typer.Option("--cache-dir", help="Cue and response cache (default $SOVTP_CACHE_DIR or ~/.cache/sovtp); shared by all variants."),
     ] = None,
     bootstrap: BootOpt = 1000,
     seed: SeedOpt = 0,
@@ -229,21 +242,27 @@ def ablate_command(
         raise _fail(exc) from None
     if limit:
         items = items[:limit]
-    options: dict[str, Any] = {}
-    if base_url:
-        options["base_url"] = base_url
+    options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
+    if backend == "openai":
+        from sovtp.cli import _warn_network
+
+        for url in base_url or [None]:
+            _warn_network(url, "none")  # ablation grids may vary privacy; warn as for unblurred frames
+        if base_url:
+            options["base_url"] = base_url[0] if len(base_url) == 1 else list(base_url)
     if device:
         options["device"] = device
+    if backend == "vllm" and vllm_python:
+        options["vllm_python"] = vllm_python
     names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
     kw: dict[str, Any] = {}
     if cache_dir is not None:
         kw["cache_dir"] = cache_dir
     base = RunConfig(
         backend=backend, model=model, labels=label_set, num_frames=frames, structured=structured, extractors=names,
-        concurrency=concurrency, max_tokens=max_tokens, max_side=max_side, seed=seed, backend_options=options, **kw,
+        concurrency=concurrency, temperature=temperature, max_tokens=max_tokens, max_side=max_side, seed=seed,
+        backend_options=options, **kw,
     )  # fmt: skip
-    if base.cache_dir is None:
-        err.print("[yellow]Note:[/] no cache folder: cues are extracted again for every variant.")
     n_variants = 1
     for v in g.values():
         n_variants *= len(v)

@@ -75,8 +75,7 @@ class MediapipeMesh:
         mx, my = best[:, 0].mean(), best[:, 1].mean()
         if not (box.x1 <= mx <= box.x2 and box.y1 <= my <= box.y2):
             return None
-        best = np.round(best, 2)
-        return [(float(x), float(y), float(z)) for x, y, z in best]
+        return [tuple(p) for p in np.round(best, 2).tolist()]
 
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         frames = {f.position: f for f in clip.frames}

@@ -3,8 +3,10 @@ have its weights (``weights`` = path to e.g. ``yolo11n-pose.pt``).
 
 Licence: ultralytics and its YOLO weights are AGPL-3.0 (or an Enterprise licence);
 using this adapter makes your deployment subject to those terms. It is optional and not
-installed by default (``pip install 'sovtp[ultralytics]'``; it needs a torchvision that
-imports beside your torch).
+installed by default (``pip install 'sovtp[ultralytics]'``). A torchvision wheel whose
+compiled ops do not load beside your torch is made to work by
+``sovtp.backends._torchvision_shim`` (it gives ``torchvision::nms`` a pure-torch CPU kernel).
+The weights path is checked first, so ultralytics never tries to download missing weights.
 
 YOLO gives 17 COCO keypoints; they are stored at their BlazePose (33-point) indices, the
 unused ones with visibility 0, so posture rules and renderers read one layout.
@@ -120,12 +122,23 @@ class YoloPose:
                 f"YOLO-pose weights not found at {self.weights!r}; pass an existing file with --pose-weights PATH, such as yolo11n-pose.pt, or use the mediapipe 'pose' extractor"
             )
         try:
+            # Before ultralytics imports torchvision: a CUDA-built torchvision beside a CPU
+            # torch then imports, and torchvision::nms (run after every prediction) gets a
+            # pure-torch CPU kernel.
+            from sovtp.backends._torchvision_shim import ensure_torchvision  # noqa: PLC0415
+
+            ensure_torchvision()
             from ultralytics import YOLO  # noqa: PLC0415
 
             self._model = YOLO(self.weights)
-        except ImportError:
+        except ImportError as exc:
+            missing = (exc.name or "ultralytics").split(".")[0]
+            if missing == "ultralytics":
+                raise ExtractorUnavailable(
+                    "ultralytics is not installed; install it with `pip install 'sovtp[ultralytics]'` (AGPL-3.0) or use the mediapipe 'pose' extractor"
+                ) from None
             raise ExtractorUnavailable(
-                "ultralytics is not installed; install it with `pip install 'sovtp[ultralytics]'` (AGPL-3.0) or use the mediapipe 'pose' extractor"
+                f"ultralytics cannot import its dependency {missing!r}; install it beside ultralytics or use the mediapipe 'pose' extractor"
             ) from None
         except Exception as exc:
             raise ExtractorUnavailable(

@@ -1,10 +1,12 @@
 """The Python API. The CLI is a thin layer over these functions.
 
 import sovtp
-summary = sovtp.run("videos/", out="results.jsonl", backend="openai",
-                    model="Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1")
-for r in sovtp.load_results("results.jsonl"):
-    print(r.path, r.status, r.label)
+
+if __name__ == "__main__":  # preparation runs in worker processes (spawned): scripts need the guard
+    summary = sovtp.run("videos/", out="results.jsonl", backend="openai",
+                        model="Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://localhost:8000/v1")
+    for r in sovtp.load_results("results.jsonl"):
+        print(r.path, r.status, r.label)
 """
 
 from __future__ import annotations

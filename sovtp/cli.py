@@ -35,6 +35,14 @@ InputsArg = Annotated[list[Path], typer.Argument(help="Video/image files or fold
 TemplateOpt = Annotated[
     str, typer.Option("--template", "-t", help="Built-in template (sovtp, sov, direct, text_cues) or a path to a .j2 file.")
 ]
+TemplateDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--template-dir",
+        envvar="SOVTP_TEMPLATES",
+        help="Folder of your own .j2 templates: --template NAME looks there first (before the built-ins).",
+    ),
+]
 VisualOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -131,6 +139,15 @@ def _config(**kw):
     return RunConfig(labels=labels, extractors=names, extractor_params=params, include_cues=include, **extra, **kw)
 
 
+def _use_template_dir(folder: Path | None) -> None:
+    """Template lookup reads $SOVTP_TEMPLATES (worker processes inherit it)."""
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise typer.BadParameter(f"--template-dir {folder} is not a folder; give the folder that holds your .j2 templates")
+    os.environ["SOVTP_TEMPLATES"] = str(folder.resolve())
+
+
 def _engine_args(pairs: list[str]) -> dict:
     import json
 
@@ -194,6 +211,7 @@ def run(
     ] = "transformers",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id or local checkpoint folder.")] = None,
     template: TemplateOpt = "sovtp",
+    template_dir: TemplateDirOpt = None,
     visual: VisualOpt = None,
     layout: LayoutOpt = None,
     labels: LabelsOpt = None,
@@ -228,7 +246,7 @@ def run(
         ),
     ] = None,
     runner: Annotated[
-        str, typer.Option("--runner", help="local (this machine) or ray (Ray Data; needs pip install 'sovtp[ray]').")
+        str, typer.Option("--runner", help="local (this machine) or ray (Ray Data; needs pip install 'sovtp\\[ray]').")
     ] = "local",
     address: Annotated[
         Optional[str],
@@ -247,7 +265,7 @@ def run(
     ] = None,
     detail: Annotated[Optional[str], typer.Option("--detail", help="OpenAI image detail: low, high or auto.")] = None,
     device: Annotated[
-        Optional[str], typer.Option("--device", help="transformers/vllm device (default: CUDA if present, else CPU).")
+        Optional[str], typer.Option("--device", help="transformers device (default: CUDA if present, else CPU); vLLM chooses its own.")
     ] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="transformers/vllm dtype (auto, float16, bfloat16, float32).")] = None,
     vllm_python: Annotated[
@@ -270,6 +288,7 @@ def run(
     from sovtp.api import run as api_run
     from sovtp.inputs import discover
 
+    _use_template_dir(template_dir)
     if backend not in BACKENDS:
         raise typer.BadParameter(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend != "openai" and not model:
@@ -332,6 +351,7 @@ def prompt(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for annotated frames and rendered prompts.")] = Path("preview"),
     html: Annotated[bool, typer.Option("--html", help="Also write one self-contained HTML page per video.")] = False,
     template: TemplateOpt = "sovtp",
+    template_dir: TemplateDirOpt = None,
     visual: VisualOpt = None,
     layout: LayoutOpt = None,
     labels: LabelsOpt = None,
@@ -351,6 +371,7 @@ def prompt(
     from sovtp.api import preview
     from sovtp.inputs import discover
 
+    _use_template_dir(template_dir)
     config = _config(
         template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
         per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,

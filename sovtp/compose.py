@@ -24,7 +24,9 @@ Images go where the template writes ``{{ images }}`` (all) or ``{{ image(2) }}``
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -187,9 +189,16 @@ def builtin_dir() -> Path:
     return Path(str(files("sovtp.prompts")))
 
 
+TEMPLATE_DIR_ENV = "SOVTP_TEMPLATES"
+
+
 def _resolve(spec: str, folder: Path | str | None) -> tuple[str, Path]:
     """Folder first (a user's folder may override a built-in name), then built-in names,
-    then paths (``./sovtp.j2`` picks a local file over the built-in)."""
+    then paths (``./sovtp.j2`` picks a local file over the built-in). Without ``folder``,
+    the folder named by ``$SOVTP_TEMPLATES`` (what ``--template-dir`` sets, so worker
+    processes see it too)."""
+    if folder is None:
+        folder = os.environ.get(TEMPLATE_DIR_ENV) or None
     if folder is not None:
         for cand in (Path(folder) / spec, Path(folder) / f"{spec}.j2"):
             if cand.is_file():
@@ -211,6 +220,24 @@ def template_from_source(source: str, name: str, path: Path | None = None) -> Te
     declared = _validate(front, lines, name)
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
     return Template(name=str(front.get("name") or name), path=path, source=source, sha256=digest, front_matter=front, **declared)
+
+
+def template_digest(spec: str) -> str:
+    """sha256 of the template ``spec`` names, for run keys: editing a template's text
+    must not let a rerun skip items answered with the old text. Cached per file state,
+    so a run computes it once. A spec that cannot be read keys as its own text (the run
+    then fails on it with the template's own error)."""
+    try:
+        _, path = _resolve(str(spec), None)
+        st = path.stat()
+    except (TemplateError, OSError):
+        return "unresolved:" + str(spec)
+    return _digest_of(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_template(spec: str, folder: Path | str | None = None) -> Template:

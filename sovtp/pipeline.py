@@ -29,6 +29,10 @@ from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
 from sovtp.video import MediaError, read_clip
 
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
+# Backend options that change what the model sees or computes (image detail, numeric
+# precision, engine settings), so they belong in run keys; where or how fast the answer
+# is fetched (base URL, timeouts, retries, the key) does not.
+ANSWER_OPTIONS = frozenset({"detail", "dtype", "engine_kwargs", "device"})
 AU_PEAK_CANDIDATES = 4  # au-peak sampling decodes this many times more candidates
 
 
@@ -65,10 +69,14 @@ class RunConfig:
     backend_options: dict[str, Any] = field(default_factory=dict, repr=False)  # base_url, timeout, api_key...: kept out of repr (the key)
 
     def answer_key(self) -> dict[str, Any]:
+        from sovtp.compose import template_digest
+
         return {
             "backend": self.backend,
             "model": self.model,
             "template": self.template,
+            "template_sha256": template_digest(self.template),
+            "backend_options": {k: v for k, v in sorted(self.backend_options.items()) if k in ANSWER_OPTIONS},
             "visual": self.visual,
             "layout": self.layout,
             "include_cues": sorted(self.include_cues) if self.include_cues is not None else None,
@@ -191,9 +199,7 @@ class Preparer:
             clip = exc
         return Decoded(clip=clip, seconds=time.perf_counter() - t0)
 
-    def clip_and_cues(
-        self, path: Path, content_hash: str, timings: dict[str, float], decoded: Decoded | None = None
-    ) -> tuple[Clip, Cues]:
+    def clip_and_cues(self, path: Path, content_hash: str, timings: dict[str, float], decoded: Decoded | None = None) -> tuple[Clip, Cues]:
         cfg = self.config
         decoded = decoded or self.decode(path, content_hash)
         timings["decode"] = decoded.seconds

@@ -251,18 +251,25 @@ class Cues(BaseModel):
         return self.face(self.target_id)
 
     def merged(self, patch: Cues) -> Cues:
-        """A new Cues with ``patch``'s non-empty fields laid over this one's."""
-        data = self.model_dump()
+        """A new Cues with ``patch``'s non-empty fields laid over this one's.
+
+        Shallow: the new Cues shares the (already validated) tracks, meshes and poses of
+        both sides instead of dumping and re-validating them, which for 478-point meshes
+        cost more than the AU arithmetic. Cue objects are never mutated in place (every
+        extractor builds new ones with ``model_copy``), so sharing is safe.
+        """
+        update: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(patch, name)
             if name in ("ran", "skipped", "aus", "poses", "expressions"):
-                data[name] = {**data[name], **{k: v for k, v in patch.model_dump()[name].items()}}
+                if value:
+                    update[name] = {**getattr(self, name), **value}
             elif name == "target_id":
                 if value is not None:
-                    data[name] = value
+                    update[name] = value
             elif value:  # faces, scene
-                data[name] = patch.model_dump()[name]
-        return Cues.model_validate(data)
+                update[name] = value
+        return self.model_copy(update=update)
 
 
 CueKind = Literal["faces", "landmarks", "aus", "pose", "scene", "expressions"]

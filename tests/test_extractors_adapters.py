@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 from sovtp.extractors.pyfeat_adapter import fex_to_cues
-from sovtp.extractors.yolo_pose import COCO_TO_BLAZE, results_to_arrays, yolo_arrays_to_poses
+from sovtp.extractors.yolo_pose import COCO_TO_BLAZE, YoloPose, results_to_arrays, to_blaze, yolo_arrays_to_poses
 
+from sovtp.extract import ExtractorUnavailable
 from sovtp.tracking import Detection, track_faces
-from sovtp.types import Box
+from sovtp.types import Box, Cues
+from sovtp.video import read_clip
+
+NO_ULTRALYTICS = (
+    "ultralytics is not installed here (optional, AGPL-3.0): .ci/run installs it with --no-deps, "
+    "because its opencv-python requirement would clobber mediapipe's opencv-contrib-python cv2"
+)
+
+
+def import_ultralytics(module: str = "ultralytics") -> ModuleType:
+    """``module`` from ultralytics, or skip; the torchvision shim first, as the adapter does
+    (ultralytics imports torchvision, whose registry build cannot load its ops beside a CPU torch)."""
+    pytest.importorskip("torch", reason="ultralytics needs torch")
+    from sovtp.backends._torchvision_shim import ensure_torchvision
+
+    ensure_torchvision()
+    return pytest.importorskip(module, reason=NO_ULTRALYTICS)
 
 
 def feat_rows(media: Path) -> list[dict[str, str]]:
@@ -77,10 +96,7 @@ def test_yolo_arrays_map_people_to_face_ids_and_blazepose_layout() -> None:
 
 
 def test_yolo_conversion_of_a_real_ultralytics_results_object() -> None:
-    results = pytest.importorskip(
-        "ultralytics.engine.results",
-        reason="ultralytics is not installed here: it needs torchvision (a CUDA build on the registry that does not import beside this CPU torch) and opencv-python, which would clobber mediapipe's opencv-contrib",
-    )
+    results = import_ultralytics("ultralytics.engine.results")
     import torch
 
     boxes, kps = _people([(100, 100)])
@@ -89,6 +105,81 @@ def test_yolo_conversion_of_a_real_ultralytics_results_object() -> None:
         np.zeros((480, 640, 3), np.uint8), path="x.jpg", names={0: "person"}, boxes=data, keypoints=torch.tensor(kps, dtype=torch.float32)
     )
     b, k = results_to_arrays(res)
+    assert b.shape == (1, 4) and k.shape == (1, 17, 3)
+    np.testing.assert_allclose(b, boxes, atol=1e-4)
+    np.testing.assert_allclose(k, kps, atol=1e-4)
     faces = track_faces({0: [Detection(Box(x1=80, y1=80, x2=120, y2=120))]})
     poses = yolo_arrays_to_poses({0: (b, k)}, faces)
     assert poses[1].keypoints[0][0][:2] == (100.0, 100.0)
+    assert poses[1].keypoints[0][COCO_TO_BLAZE[5]][:2] == (160.0, 180.0)
+    assert "hand at the face" in poses[1].posture
+
+
+@pytest.fixture(scope="module")
+def yolo_random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLO11n-pose checkpoint built from ultralytics' own yaml with random weights (no hub):
+    one class (person) and 17x3 keypoints, like the released yolo11n-pose.pt."""
+    ultralytics = import_ultralytics()
+    import torch
+
+    folder = tmp_path_factory.mktemp("yolo-pose")
+    src = Path(ultralytics.__file__).parent / "cfg" / "models" / "11" / "yolo11-pose.yaml"
+    cfg = folder / "yolo11n-pose.yaml"  # the "n" picks the nano scale
+    cfg.write_text(src.read_text().replace("nc: 80", "nc: 1"))
+    torch.manual_seed(0)
+    model = ultralytics.YOLO(str(cfg))
+    model.model.kpt_shape = model.model.yaml["kpt_shape"]  # what ultralytics' pose trainer sets from its dataset
+    model.model.names = {0: "person"}
+    weights = folder / "yolo11n-pose-random.pt"
+    model.save(weights)
+    return weights
+
+
+def test_yolo_pose_adapter_runs_a_model_built_from_its_yaml(media: Path, yolo_random_weights: Path) -> None:
+    """The whole path on a real photo: load, predict (ultralytics' NMS calls torchvision.ops.nms),
+    Results -> arrays -> poses matched to a face."""
+    clip = read_clip(media / "multi_face.jpg")
+    adapter = YoloPose(weights=str(yolo_random_weights), conf=1e-3, imgsz=320)  # random weights score low
+    image = np.ascontiguousarray(clip.frames[0].image[:, :, ::-1])
+    result = adapter._load().predict(image, conf=adapter.conf, imgsz=adapter.imgsz, verbose=False)[0]
+    boxes, kps = results_to_arrays(result)
+    n = len(result.boxes)
+    assert n > 0 and boxes.shape == (n, 4) and kps.shape == (n, 17, 3)
+    np.testing.assert_array_equal(boxes, result.boxes.xyxy.numpy())
+    np.testing.assert_array_equal(kps, result.keypoints.data.numpy())
+
+    # A face where one person's head keypoints are (their mean, as the matcher reads it).
+    heads = [k[:5][k[:5, 2] > 0.3][:, :2].mean(axis=0) if (k[:5, 2] > 0.3).any() else None for k in kps]
+    rows = [r for r, h in enumerate(heads) if h is not None and boxes[r][0] <= h[0] <= boxes[r][2] and boxes[r][1] <= h[1] <= boxes[r][3]]
+    assert rows, "no detection with its head inside its box"
+    row = max(rows, key=lambda r: min((np.hypot(*(heads[r] - h)) for q, h in enumerate(heads) if q != r and h is not None), default=1e9))
+    cx, cy = (float(v) for v in heads[row])
+    faces = track_faces({0: [Detection(Box(x1=cx - 20, y1=cy - 20, x2=cx + 20, y2=cy + 20))]})
+    out = adapter.extract(clip, Cues(faces=faces))
+    assert set(out.poses) == {faces[0].id}
+    pose = out.poses[faces[0].id]
+    assert pose.provider == "yolo-pose" and set(pose.keypoints) == {0}
+    assert pose.keypoints[0] == to_blaze(kps[row])
+    assert all(pose.keypoints[0][i][2] == 0.0 for i in set(range(33)) - set(COCO_TO_BLAZE))
+
+
+def test_yolo_pose_adapter_with_no_detections(media: Path, yolo_random_weights: Path) -> None:
+    clip = read_clip(media / "WolfgangLanger_Pexels.mp4", num_frames=2)
+    adapter = YoloPose(weights=str(yolo_random_weights), conf=0.99, imgsz=320)
+    result = adapter._load().predict(np.ascontiguousarray(clip.frames[0].image[:, :, ::-1]), conf=0.99, imgsz=320, verbose=False)[0]
+    boxes, kps = results_to_arrays(result)
+    assert boxes.shape == (0, 4) and kps.shape == (0, 17, 3)
+    faces = track_faces({f.position: [Detection(Box(x1=100, y1=100, x2=160, y2=160))] for f in clip.frames})
+    assert adapter.extract(clip, Cues(faces=faces)).poses == {}
+
+
+def test_yolo_pose_missing_weights_fail_in_one_sentence_before_ultralytics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # importing it (or a hub download) would fail differently
+    for weights in (None, str(tmp_path / "yolo11n-pose.pt"), str(tmp_path)):
+        with pytest.raises(ExtractorUnavailable) as err:
+            YoloPose(weights=weights)._load()
+        msg = str(err.value)
+        assert msg.startswith("YOLO-pose weights not found at") and "--pose-weights PATH" in msg and "\n" not in msg
+    (tmp_path / "yolo11n-pose.pt").write_bytes(b"")
+    with pytest.raises(ExtractorUnavailable, match=r"ultralytics is not installed; install it with .*sovtp\[ultralytics\]"):
+        YoloPose(weights=str(tmp_path / "yolo11n-pose.pt"))._load()

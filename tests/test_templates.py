@@ -343,3 +343,25 @@ def test_the_readme_example_template_passes_the_check():
     t = template_from_source(source, "mine")
     check_template(t)
     assert (t.needs, t.visual, t.layout, t.images, t.answer) == (("faces", "aus"), "numbered", "grid", 1, "label")
+
+
+def test_template_dir_is_searched_first_by_name(tmp_path, media, monkeypatch):
+    """`--template-dir DIR --template NAME` finds DIR/NAME.j2 (before a built-in of that
+    name) and the run key follows that file's text."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    source = (Path(__file__).resolve().parents[1] / "prompts" / "direct.j2").read_text(encoding="utf-8")
+    (folder / "direct.j2").write_text(source.replace("{{", "LAB TEMPLATE {{", 1), encoding="utf-8")
+    monkeypatch.setenv("SOVTP_TEMPLATES", "")  # restored (unset) after the test: the CLI sets it for this process
+    out = tmp_path / "preview"
+    result = CliRunner().invoke(
+        app,
+        ["prompt", str(media / "single_face.jpg"), "--out", str(out), "--template-dir", str(folder), "--template", "direct", "--no-cache"],
+    )
+    assert result.exit_code == 0, result.output
+    texts = [p.read_text(encoding="utf-8") for p in out.rglob("*.txt")] + [p.read_text(encoding="utf-8") for p in out.rglob("*.md")]
+    assert any("LAB TEMPLATE" in t for t in texts), sorted(p.name for p in out.rglob("*"))

@@ -5,6 +5,10 @@ while torch itself is a CPU build, ``import torchvision`` dies with
 ``operator torchvision::nms does not exist`` (its compiled ops cannot load). transformers'
 Qwen2-VL/2.5-VL processors and vLLM import torchvision for pure-Python transforms only,
 so declaring the missing op schemas (and a PIL ``decode_image``) is enough for them.
+ultralytics (the YOLO-pose extractor) also calls ``torchvision.ops.nms`` after every
+prediction, so the shim gives ``torchvision::nms`` a pure-torch CPU kernel with the same
+semantics as torchvision's own (:func:`_nms_cpu`). The other compiled ops stay missing and
+fail when called (``qnms`` with torch's "could not run" error, the rest as absent ops).
 A torchvision that imports cleanly, or none at all, is left untouched.
 """
 
@@ -35,6 +39,11 @@ def ensure_torchvision() -> bool:
         del sys.modules[name]
     _define_ops()
     import torchvision.io as tvio
+    import torchvision.ops.boxes as tvboxes
+
+    # torchvision.ops.nms refuses to run while its compiled library is absent; nms now has
+    # a kernel, so lift that check for the box ops (torchvision.ops.boxes) only.
+    tvboxes._assert_has_ops = _boxes_ops_available
 
     def decode_image(input, mode=None, apply_exif_orientation: bool = False):  # noqa: A002
         """PIL-based stand-in for torchvision.io.decode_image (its C decoder cannot load)."""
@@ -57,6 +66,45 @@ def shim_applied() -> bool:
     return _applied
 
 
+def _boxes_ops_available() -> None:
+    """Stand-in for torchvision.ops.boxes' ``_assert_has_ops`` once the shim is applied."""
+
+
+def _nms_cpu(dets, scores, iou_threshold: float):
+    """Greedy non-maximum suppression, as torchvision's CPU kernel computes it.
+
+    ``dets`` (N, 4) boxes as x1, y1, x2, y2; ``scores`` (N,). Visits boxes by decreasing
+    score (ties in index order), keeps each one not yet suppressed and suppresses every
+    later box whose IoU with it exceeds ``iou_threshold``. Returns the kept indices, int64,
+    by decreasing score.
+    """
+    import torch
+
+    if dets.dim() != 2 or dets.size(1) != 4:
+        raise RuntimeError(f"boxes should be a 2d tensor of shape (N, 4), got {tuple(dets.shape)}")
+    if scores.dim() != 1 or scores.size(0) != dets.size(0):
+        raise RuntimeError(f"scores should be a 1d tensor of {dets.size(0)} elements, got {tuple(scores.shape)}")
+    if not dets.is_floating_point() or dets.dtype != scores.dtype:
+        raise RuntimeError(f"dets and scores should have the same floating type, got {dets.dtype} and {scores.dtype}")
+    if dets.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=dets.device)
+    x1, y1, x2, y2 = (dets[:, k].contiguous() for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    order = torch.sort(scores, dim=0, descending=True, stable=True).indices
+    keep: list[int] = []
+    while order.numel():
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = (torch.minimum(x2[rest], x2[i]) - torch.maximum(x1[rest], x1[i])).clamp(min=0)
+        h = (torch.minimum(y2[rest], y2[i]) - torch.maximum(y1[rest], y1[i])).clamp(min=0)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        # Compared in double like the C++ kernel; a NaN IoU (empty union) never suppresses.
+        order = rest[~(iou.double() > iou_threshold)]
+    return torch.tensor(keep, dtype=torch.int64, device=dets.device)
+
+
 def _define_ops() -> None:
     global _LIB
     if _LIB is not None:
@@ -71,6 +119,8 @@ def _define_ops() -> None:
             torch._C._dispatch_find_schema_or_throw(f"torchvision::{op}", "")
         except RuntimeError:
             _LIB.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            if op == "nms":  # declared here, so torchvision's own kernel is absent
+                _LIB.impl("nms", _nms_cpu, "CPU")
 
 
 class _Hook:

@@ -1,0 +1,41 @@
+"""Run keys decide what a rerun skips, so they must change with everything that changes
+an answer and with nothing else (lmms-eval keys its response cache the same way)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from sovtp.pipeline import RunConfig, run_key_for
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+
+
+def test_editing_a_user_template_changes_the_run_key(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.j2"
+    shutil.copy(PROMPTS / "direct.j2", mine)
+    config = RunConfig(template=str(mine), cache_dir=None)
+    before = run_key_for("clip-hash", config)
+    assert run_key_for("clip-hash", config) == before  # stable while the file is unchanged
+
+    mine.write_text(mine.read_text(encoding="utf-8") + "\nAnswer carefully.\n", encoding="utf-8")
+    os.utime(mine, ns=(1, 1))  # a new digest even on filesystems with coarse timestamps
+    assert run_key_for("clip-hash", config) != before
+
+
+def test_answer_changing_backend_options_are_in_the_key_and_transport_options_are_not() -> None:
+    base = RunConfig(backend="openai", model="m", cache_dir=None, backend_options={"base_url": "http://127.0.0.1:1/v1", "timeout": 30.0})
+    key = run_key_for("clip-hash", base)
+    moved = replace(base, backend_options={"base_url": "http://127.0.0.1:2/v1", "timeout": 5.0, "max_retries": 9, "api_key": "sk-x"})
+    assert run_key_for("clip-hash", moved) == key
+    detailed = replace(base, backend_options={**base.backend_options, "detail": "high"})
+    assert run_key_for("clip-hash", detailed) != key
+
+
+def test_builtin_template_key_follows_the_shipped_text() -> None:
+    from sovtp.compose import load_template, template_digest
+
+    assert template_digest("sovtp") == load_template("sovtp").sha256
+    assert template_digest("direct") != template_digest("sovtp")
