@@ -47,20 +47,10 @@ def image_mesh(path: Path, faces, mesh) -> np.ndarray:
     from PIL import Image
 
     from sovtp.extract import run_extractors
-    from sovtp.types import Clip, Frame, file_sha256
+    from sovtp.types import Clip, file_sha256
 
     arr = np.asarray(Image.open(path).convert("RGB"))
-    clip = Clip(
-        path=path,
-        content_hash=file_sha256(path),
-        frames=(Frame(0, 0, 0.0, arr),),
-        fps=None,
-        duration=None,
-        width=arr.shape[1],
-        height=arr.shape[0],
-        frame_count=1,
-        is_image=True,
-    )
+    clip = Clip.still(path, arr, file_sha256(path))
     cues = run_extractors(clip, [faces, mesh]).cues
     track = next(f for f in cues.faces if f.id == cues.target_id)
     return np.asarray(track.observations[0].landmarks, dtype=np.float64)

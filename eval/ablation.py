@@ -46,16 +46,6 @@ AXES: dict[str, str] = {
     "model": "model",
     "per_face": "per_face",
 }
-CUE_ALIASES = {
-    "au": "aus",
-    "aus": "aus",
-    "pose": "pose",
-    "faces": "faces",
-    "landmarks": "landmarks",
-    "scene": "scene",
-    "expressions": "expressions",
-    "others": "expressions",
-}
 FACE_BINS = ("0", "1", "2-3", "4+")
 
 
@@ -65,18 +55,12 @@ class AblationError(ValueError):
 
 def parse_cues(value: str) -> frozenset[str] | None:
     """``all`` -> None (every cue), ``none`` -> nothing, ``au+pose`` -> {aus, pose}."""
-    v = value.strip().lower()
-    if v == "all":
-        return None
-    if v == "none":
-        return frozenset()
-    parts = [p for p in re.split(r"[+&]", v) if p]
-    unknown = [p for p in parts if p not in CUE_ALIASES]
-    if unknown:
-        raise AblationError(
-            f"unknown cue kind(s) {', '.join(unknown)} in cues={value}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(CUE_ALIASES.values())))}"
-        )
-    return frozenset(CUE_ALIASES[p] for p in parts)
+    from sovtp.cuetext import parse_cue_selection
+
+    try:
+        return parse_cue_selection(value)
+    except ValueError as exc:
+        raise AblationError(f"{exc} (in cues={value})") from None
 
 
 def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:

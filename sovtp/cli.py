@@ -89,27 +89,12 @@ MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Downscale decoded f
 
 
 def _parse_cues(cues: str | None) -> frozenset[str] | None:
-    if cues is None or cues.strip().lower() == "all":
-        return None
-    if cues.strip().lower() == "none":
-        return frozenset()
-    aliases = {
-        "au": "aus",
-        "aus": "aus",
-        "pose": "pose",
-        "faces": "faces",
-        "landmarks": "landmarks",
-        "scene": "scene",
-        "expressions": "expressions",
-        "others": "expressions",
-    }
-    parts = [c.strip().lower() for c in cues.replace(",", "+").split("+") if c.strip()]
-    unknown = [c for c in parts if c not in aliases]
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown cue kind(s) {', '.join(unknown)}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(aliases.values())))}"
-        )
-    return frozenset(aliases[c] for c in parts)
+    from sovtp.cuetext import parse_cue_selection
+
+    try:
+        return parse_cue_selection(cues)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _config(**kw):

@@ -17,6 +17,7 @@ into ``prompts/VARIABLES.md`` (a test keeps the file and the code in step).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -441,3 +442,33 @@ def write_variables_reference(path: Path | None = None) -> Path:
 
 if __name__ == "__main__":  # python -m sovtp.cuetext
     print(write_variables_reference())
+
+
+# What --cues / the ablation "cues" axis accept: the cue kinds, plus the names people use.
+CUE_ALIASES = {
+    "au": "aus",
+    "aus": "aus",
+    "pose": "pose",
+    "faces": "faces",
+    "landmarks": "landmarks",
+    "scene": "scene",
+    "expressions": "expressions",
+    "others": "expressions",
+}
+
+
+def parse_cue_selection(spec: str | None) -> frozenset[str] | None:
+    """``all``/None -> None (every text cue), ``none`` -> nothing, ``au+pose`` (or
+    ``au,pose``, ``au&pose``) -> {aus, pose}. Raises ValueError naming the valid kinds."""
+    v = (spec or "all").strip().lower()
+    if v == "all":
+        return None
+    if v == "none":
+        return frozenset()
+    parts = [c.strip() for c in re.split(r"[+,&]", v) if c.strip()]
+    unknown = [c for c in parts if c not in CUE_ALIASES]
+    if unknown:
+        raise ValueError(
+            f"unknown cue kind(s) {', '.join(unknown)}; use all, none, or a '+'-joined subset of {', '.join(sorted(set(CUE_ALIASES.values())))}"
+        )
+    return frozenset(CUE_ALIASES[c] for c in parts)

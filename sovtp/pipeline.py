@@ -148,6 +148,15 @@ class RunSummary:
     def done(self) -> int:
         return self.ok + self.invalid + self.errors
 
+    def count(self, r: Result) -> None:
+        """Tally one finished record (every runner counts the same way)."""
+        if r.status == "ok":
+            self.ok += 1
+        elif r.status == "invalid":
+            self.invalid += 1
+        else:
+            self.errors += 1
+
 
 class Preparer:
     """Decode -> extract -> render -> compose for one item. Holds the extractor
@@ -407,12 +416,7 @@ async def run_items_async(
 
         def finish(r: Result) -> None:
             writer.append(r)
-            if r.status == "ok":
-                summary.ok += 1
-            elif r.status == "invalid":
-                summary.invalid += 1
-            else:
-                summary.errors += 1
+            summary.count(r)
             if progress is not None:
                 progress(r)
 

@@ -120,6 +120,21 @@ class Clip:
     frame_count: int | None
     is_image: bool = False
 
+    @classmethod
+    def still(cls, path: Path, image: np.ndarray, content_hash: str) -> Clip:
+        """A photo as a one-frame clip (what every image input becomes)."""
+        return cls(
+            path=path,
+            content_hash=content_hash,
+            frames=(Frame(position=0, index=0, timestamp=0.0, image=image),),
+            fps=None,
+            duration=None,
+            width=image.shape[1],
+            height=image.shape[0],
+            frame_count=1,
+            is_image=True,
+        )
+
     @property
     def size(self) -> tuple[int, int]:
         return self.width, self.height

@@ -116,18 +116,7 @@ def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
         raise MediaError(f"{path.name}: image is too large to decode safely; downscale it first") from None
     except OSError as exc:
         raise MediaError(f"{path.name}: image data is truncated or corrupt ({exc}); re-export it") from None
-    frame = Frame(position=0, index=0, timestamp=0.0, image=arr)
-    return Clip(
-        path=path,
-        content_hash=digest,
-        frames=(frame,),
-        fps=None,
-        duration=None,
-        width=arr.shape[1],
-        height=arr.shape[0],
-        frame_count=1,
-        is_image=True,
-    )
+    return Clip.still(path, arr, digest)
 
 
 def _open(path: Path):

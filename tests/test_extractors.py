@@ -28,17 +28,7 @@ def image_clip(path: Path) -> Clip:
     from PIL import Image
 
     arr = np.asarray(Image.open(path).convert("RGB"))
-    return Clip(
-        path=path,
-        content_hash=file_sha256(path),
-        frames=(Frame(0, 0, 0.0, arr),),
-        fps=None,
-        duration=None,
-        width=arr.shape[1],
-        height=arr.shape[0],
-        frame_count=1,
-        is_image=True,
-    )
+    return Clip.still(path, arr, file_sha256(path))
 
 
 def video_clip(path: Path, picks: list[int]) -> Clip:

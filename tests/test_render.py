@@ -89,17 +89,7 @@ def cues_for_frames(frames: list[np.ndarray]) -> Cues:
 
 def still_clip(path: Path) -> Clip:
     img = np.asarray(Image.open(path).convert("RGB"))
-    return Clip(
-        path=path,
-        content_hash="test",
-        frames=(Frame(0, 0, 0.0, img),),
-        fps=None,
-        duration=None,
-        width=img.shape[1],
-        height=img.shape[0],
-        frame_count=1,
-        is_image=True,
-    )
+    return Clip.still(path, img, "test")
 
 
 @functools.lru_cache(maxsize=8)

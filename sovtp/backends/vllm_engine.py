@@ -71,7 +71,14 @@ class VLLMBackend:
         self._limit = 0
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "max_pixels": self.max_pixels, "image_max_side": self.image_max_side}
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "max_pixels": self.max_pixels,
+            "image_max_side": self.image_max_side,
+            "dtype": self.dtype,
+            "engine_kwargs": self.engine_kwargs,
+        }
 
     def engine_args(self, n_images: int) -> dict[str, Any]:
         """The ``vllm.LLM`` keyword arguments for prompts of up to ``n_images`` images."""

@@ -342,12 +342,7 @@ def run_ray(
                 continue
             r = Result.model_validate_json(row["result"])
             writer.append(r)
-            if r.status == "ok":
-                summary.ok += 1
-            elif r.status == "invalid":
-                summary.invalid += 1
-            else:
-                summary.errors += 1
+            summary.count(r)
             if tick is not None:
                 tick(r)
     except KeyboardInterrupt:
