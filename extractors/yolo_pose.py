@@ -15,6 +15,7 @@ Conversion is the pure function :func:`yolo_arrays_to_poses` (arrays in, poses o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,6 +129,9 @@ class YoloPose:
             from sovtp.backends._torchvision_shim import ensure_torchvision  # noqa: PLC0415
 
             ensure_torchvision()
+            # No network from ultralytics (DNS probes, downloads, usage events) unless the user
+            # asks for it; read once, when ultralytics is first imported.
+            os.environ.setdefault("YOLO_OFFLINE", "true")
             from ultralytics import YOLO  # noqa: PLC0415
 
             self._model = YOLO(self.weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ def import_ultralytics(module: str = "ultralytics") -> ModuleType:
     from sovtp.backends._torchvision_shim import ensure_torchvision
 
     ensure_torchvision()
+    os.environ.setdefault("YOLO_OFFLINE", "true")  # as the adapter does: no DNS probes or downloads
     return pytest.importorskip(module, reason=NO_ULTRALYTICS)
 
 

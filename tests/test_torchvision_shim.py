@@ -15,16 +15,18 @@ torch = pytest.importorskip("torch")
 from sovtp.backends import _torchvision_shim as shim  # noqa: E402
 
 
-def reference_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, thr: float, dtype: type = np.float64) -> list[int]:
     """Plain greedy NMS: by decreasing score (ties by index), keep a box unless its IoU with
-    a box already kept exceeds ``thr`` (an empty union, 0/0, never suppresses)."""
+    a box already kept exceeds ``thr`` (an empty union, 0/0, never suppresses). The IoU is
+    computed in ``dtype`` and compared in double, as torchvision's CPU kernel does."""
+    boxes = boxes.astype(dtype)
 
     def iou(a: np.ndarray, b: np.ndarray) -> float:
-        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        w = max(dtype(0), min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(dtype(0), min(a[3], b[3]) - max(a[1], b[1]))
         inter = w * h
         union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-        return inter / union if union else float("nan")
+        return float(inter / union) if union else float("nan")
 
     keep: list[int] = []
     for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
@@ -47,12 +49,12 @@ def random_boxes(rng: np.random.Generator, n: int, integer: bool) -> np.ndarray:
 def test_nms_kernel_matches_a_plain_reference(seed: int, thr: float) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 120))
-    for integer, dtype in ((False, torch.float64), (True, torch.float32)):
+    for integer, dtype in ((False, np.float64), (True, np.float32)):
         boxes = random_boxes(rng, n, integer)
-        scores = rng.random(n).round(1 if seed % 2 else 6)  # odd seeds: many tied scores
-        got = shim._nms_cpu(torch.tensor(boxes, dtype=dtype), torch.tensor(scores, dtype=dtype), thr)
+        scores = rng.random(n).round(1 if seed % 2 else 6).astype(dtype)  # odd seeds: many tied scores
+        got = shim._nms_cpu(torch.from_numpy(boxes.astype(dtype)), torch.from_numpy(scores), thr)
         assert got.dtype == torch.int64
-        assert got.tolist() == reference_nms(boxes, scores, thr)
+        assert got.tolist() == reference_nms(boxes, scores, thr, dtype)
         assert (np.diff(scores[got.numpy()]) <= 0).all()  # by decreasing score
 
 
@@ -74,12 +76,16 @@ def test_torchvision_ops_nms_matches_the_reference_with_or_without_the_shim() ->
     import torchvision
 
     rng = np.random.default_rng(7)
-    boxes, scores = random_boxes(rng, 300, integer=True), rng.permutation(300) / 300.0  # distinct scores
+    boxes, scores = random_boxes(rng, 300, integer=True), rng.permutation(300).astype(np.float32) / 300  # distinct scores
     for thr in (0.3, 0.5):
-        keep = torchvision.ops.nms(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32), thr)
-        assert keep.tolist() == reference_nms(boxes, scores, thr)
-    assert torch.ops.torchvision.nms(torch.tensor(boxes), torch.tensor(scores), 0.5).tolist() == reference_nms(boxes, scores, 0.5)
-    if shim.shim_applied():  # the broken case: the kernel is the shim's, registered for CPU
+        keep = torchvision.ops.nms(torch.from_numpy(boxes.astype(np.float32)), torch.from_numpy(scores), thr)
+        assert keep.tolist() == reference_nms(boxes, scores, thr, np.float32)
+    scores64 = scores.astype(np.float64)
+    keep = torch.ops.torchvision.nms(torch.from_numpy(boxes), torch.from_numpy(scores64), 0.5)
+    assert keep.tolist() == reference_nms(boxes, scores64, 0.5)
+    # Applied exactly when torchvision's compiled library did not load; then the CPU kernel is the shim's.
+    assert shim.shim_applied() == (not torchvision.extension._has_ops())
+    if shim.shim_applied():
         assert torch._C._dispatch_has_kernel_for_dispatch_key("torchvision::nms", "CPU")
 
 
