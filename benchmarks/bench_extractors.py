@@ -153,3 +153,7 @@ def stream(media: Path, stack: list[Any], sink: dict[str, float], args: argparse
         over = (wall_ms - visual_ms - isolated) / isolated * 100
         over_all = (wall_ms - isolated) / isolated * 100
         print(f"{name:10s} {wall_ms:9.1f} {model_ms:7.1f} {visual_ms:15.1f} {over:8.1f}% {over_all:21.1f}%")
+
+
+if __name__ == "__main__":
+    main()
