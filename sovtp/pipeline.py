@@ -108,9 +108,9 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded clip (or the reason it could not be decoded) and the seconds it took."""
+    """A decoded clip (or the exception that stopped it) and the seconds it took."""
 
-    clip: Clip | MediaError
+    clip: Clip | Exception
     seconds: float
 
 
@@ -201,10 +201,10 @@ class Preparer:
         this one's extractors run (PyAV and mediapipe both release the GIL)."""
         t0 = time.perf_counter()
         try:
-            clip: Clip | MediaError = read_clip(
+            clip: Clip | Exception = read_clip(
                 path, num_frames=self.frames_to_decode, max_side=self.config.max_side, content_hash=content_hash
             )
-        except MediaError as exc:
+        except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc
         return Decoded(clip=clip, seconds=time.perf_counter() - t0)
 
@@ -212,7 +212,7 @@ class Preparer:
         cfg = self.config
         decoded = decoded or self.decode(path, content_hash)
         timings["decode"] = decoded.seconds
-        if isinstance(decoded.clip, MediaError):
+        if isinstance(decoded.clip, Exception):
             raise decoded.clip
         clip = decoded.clip
         n = self.frames_to_decode
