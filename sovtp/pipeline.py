@@ -382,9 +382,20 @@ async def run_items_async(
     preparer.check()  # a broken template or a missing cue fails before any decode or model call
     writer = ResultsWriter(out)
     summary = RunSummary(out=out, total=len(items))
+    manifest_path = out.with_name(out.stem + ".manifest.json")
+    hashed: dict[int, tuple[str | None, str | None]] = {}
+    if writer.finished:  # a resumed run: hash up to the first unfinished item, and stop there if there is none
+        for i, item in enumerate(items):
+            hashed[i] = _hash_item(item)
+            if not (hashed[i][0] and writer.is_done(run_key_for(hashed[i][0], config))):
+                break
+        else:  # everything is done: load no model, call no server
+            writer.close()
+            summary.skipped, summary.seconds = len(items), time.time() - started
+            write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
+            return summary
     own_backend = backend is None
     backend = backend or _make_backend(config)
-    manifest_path = out.with_name(out.stem + ".manifest.json")
     try:
         check = getattr(backend, "check", None)
         if check is not None:
@@ -464,8 +475,8 @@ async def run_items_async(
                 dispatch()
 
         try:
-            for item in items:
-                content_hash, err = await loop.run_in_executor(decoder, _hash_item, item)
+            for i, item in enumerate(items):
+                content_hash, err = hashed.pop(i) if i in hashed else await loop.run_in_executor(decoder, _hash_item, item)
                 key = run_key_for(content_hash or item.display, config)
                 if content_hash and writer.is_done(key):
                     summary.skipped += 1

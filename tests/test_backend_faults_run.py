@@ -124,3 +124,21 @@ def test_dead_server_fails_fast_with_one_sentence_before_decoding(media: Path, t
     assert not out.exists() or out.read_text() == ""
     cues = tmp_path / "cache" / "cues"
     assert not cues.exists() or not any(p.is_file() for p in cues.rglob("*"))
+
+
+def test_rerunning_a_finished_run_needs_no_server(media: Path, tmp_path: Path):
+    """Resume checks the results file before the backend: when every item is done, the
+    rerun contacts no server (here: none is listening any more) and loads no model.
+    (With --model given: without it the run key takes the model the server reports.)"""
+    inputs = tmp_path / "in"
+    varied_images(media / "single_face.jpg", inputs, 3)
+    out = tmp_path / "results.jsonl"
+    with FaultServer(plan=["ok"] * 3) as server:
+        first = _run(inputs, out, server, tmp_path, "--model", server.model_id)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = out.read_bytes()
+
+    again = _run(inputs, out, None, tmp_path, "--base-url", f"http://127.0.0.1:{dead_port()}/v1", "--model", FaultServer.model_id)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 already done" in " ".join(again.stderr.split())
+    assert out.read_bytes() == before
