@@ -92,26 +92,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sovtp.types import AU, Clip, Cues, FaceAUs
+from sovtp.types import AU, FACS_AU_NAMES, Clip, Cues, FaceAUs
 
-AU_NAMES: dict[int, str] = {
-    1: "inner brow raiser",
-    2: "outer brow raiser",
-    4: "brow lowerer",
-    5: "upper lid raiser",
-    6: "cheek raiser",
-    7: "lid tightener",
-    9: "nose wrinkler",
-    10: "upper lip raiser",
-    12: "lip corner puller",
-    15: "lip corner depressor",
-    17: "chin raiser",
-    20: "lip stretcher",
-    23: "lip tightener",
-    25: "lips part",
-    26: "jaw drop",
-    43: "eyes closed",
-}
+# The AUs this estimator measures (the named set), with their FACS names.
+AU_NAMES: dict[int, str] = {n: FACS_AU_NAMES[n] for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 25, 26, 43)}
 
 # --- Calibrated constants (IOD units) -------------------------------------------------
 # Made by `.venv/bin/python benchmarks/calibrate_geometric_aus.py` on 2026-11-29 from

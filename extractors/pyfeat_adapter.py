@@ -22,7 +22,7 @@ import numpy as np
 
 from sovtp.extract import ExtractorUnavailable
 from sovtp.tracking import Detection, track_faces
-from sovtp.types import AU, Box, Clip, Cues, ExpressionEstimate, FaceAUs, FaceTrack
+from sovtp.types import AU, FACS_AU_NAMES, Box, Clip, Cues, ExpressionEstimate, FaceAUs, FaceTrack
 
 # py-feat emotion columns -> DFEW-7 vocabulary.
 EMOTIONS = {
@@ -33,28 +33,6 @@ EMOTIONS = {
     "sadness": "sad",
     "surprise": "surprise",
     "neutral": "neutral",
-}
-PYFEAT_AU_NAMES = {
-    1: "inner brow raiser",
-    2: "outer brow raiser",
-    4: "brow lowerer",
-    5: "upper lid raiser",
-    6: "cheek raiser",
-    7: "lid tightener",
-    9: "nose wrinkler",
-    10: "upper lip raiser",
-    11: "nasolabial deepener",
-    12: "lip corner puller",
-    14: "dimpler",
-    15: "lip corner depressor",
-    17: "chin raiser",
-    20: "lip stretcher",
-    23: "lip tightener",
-    24: "lip pressor",
-    25: "lips part",
-    26: "jaw drop",
-    28: "lip suck",
-    43: "eyes closed",
 }
 _AU_COLUMN = re.compile(r"^AU(\d+)$")
 
@@ -139,7 +117,7 @@ def fex_to_cues(
         for a in numbers:
             values = [aus[a] for _, aus, _ in items if a in aus]
             peak = float(np.percentile(values, percentile)) if len(values) > 1 else values[0]
-            summary.append(AU(number=a, name=PYFEAT_AU_NAMES.get(a, f"AU{a}"), intensity=round(peak, 4), provider="py-feat"))
+            summary.append(AU(number=a, name=FACS_AU_NAMES.get(a, f"AU{a}"), intensity=round(peak, 4), provider="py-feat"))
         cue_aus[fid] = FaceAUs(face_id=fid, summary=summary, per_frame=per)
         emo = [e for _, _, e in items if e]
         if emo:

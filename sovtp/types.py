@@ -184,6 +184,32 @@ class FaceTrack(BaseModel):
         return float(np.mean([o.box.area for o in self.observations]))
 
 
+# FACS names of the action units any provider reports (one table: the geometric
+# estimator, py-feat and the cue text all name an AU the same way).
+FACS_AU_NAMES: dict[int, str] = {
+    1: "inner brow raiser",
+    2: "outer brow raiser",
+    4: "brow lowerer",
+    5: "upper lid raiser",
+    6: "cheek raiser",
+    7: "lid tightener",
+    9: "nose wrinkler",
+    10: "upper lip raiser",
+    11: "nasolabial deepener",
+    12: "lip corner puller",
+    14: "dimpler",
+    15: "lip corner depressor",
+    17: "chin raiser",
+    20: "lip stretcher",
+    23: "lip tightener",
+    24: "lip pressor",
+    25: "lips part",
+    26: "jaw drop",
+    28: "lip suck",
+    43: "eyes closed",
+}
+
+
 class AU(BaseModel):
     """A facial action unit reading. ``intensity`` is in [0, 1]; ``provider`` says where it
     came from (e.g. ``geometric`` estimates vs ``py-feat`` learned predictions)."""

@@ -52,7 +52,7 @@ def test_prompt_writes_annotated_frames_with_numbered_boxes_and_landmarks(clip_d
 
 def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vlm: Path):
     out = tmp_path / "results.jsonl"
-    proc = _sovtp(
+    command = [
         "run",
         str(clip_dir),
         "--backend",
@@ -65,8 +65,8 @@ def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vl
         "2",
         "--max-tokens",
         "24",
-        cwd=tmp_path,
-    )
+    ]
+    proc = _sovtp(*command, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_name = {Path(r["path"]).name: r for r in records}
@@ -88,21 +88,7 @@ def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vl
     assert manifest["summary"]["total"] == 4
 
     # a rerun with the same output resumes: nothing left to do
-    again = _sovtp(
-        "run",
-        str(clip_dir),
-        "--backend",
-        "transformers",
-        "--model",
-        str(tiny_vlm),
-        "--out",
-        str(out),
-        "--frames",
-        "2",
-        "--max-tokens",
-        "24",
-        cwd=tmp_path,
-    )
+    again = _sovtp(*command, cwd=tmp_path)
     assert again.returncode == 0
     assert len(out.read_text().splitlines()) == 4
     assert "already done" in again.stderr
