@@ -365,3 +365,16 @@ def test_template_dir_is_searched_first_by_name(tmp_path, media, monkeypatch):
     assert result.exit_code == 0, result.output
     texts = [p.read_text(encoding="utf-8") for p in out.rglob("*.txt")] + [p.read_text(encoding="utf-8") for p in out.rglob("*.md")]
     assert any("LAB TEMPLATE" in t for t in texts), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["sovtp", "text_cues"])
+def test_a_measured_pose_without_posture_cues_is_said_not_omitted(name):
+    """Body keypoints found but no posture rule fired: the prompt says the pose was read
+    and nothing was marked, so the model can tell "upright" from "not measured"."""
+    cues = fixed_cues()
+    cues = cues.model_copy(update={"poses": {2: Pose(person_id=2, provider="mediapipe-pose", posture=[])}})
+    clip = fixed_clip()
+    text = compose_prompt(load_template(name), clip, cues, DFEW, placeholder_images(clip)).text
+    assert "Posture from body keypoints: nothing marked" in text
+    unmeasured = cues.model_copy(update={"poses": {}})
+    assert "Posture from body keypoints" not in compose_prompt(load_template(name), clip, unmeasured, DFEW, placeholder_images(clip)).text
