@@ -341,6 +341,21 @@ def result_for(p: Prepared, answer: Answer | None, config: RunConfig) -> Result:
     return r
 
 
+async def answer_prompts(backend, prompts: list[Prompt], mode, sampling, backend_name: str) -> list[Answer]:
+    """One answer per prompt, always: a backend that raises, or returns a different
+    number of answers, gives every prompt of the batch an error answer instead of losing
+    the batch or pairing answers with the wrong items. Both runners answer through here."""
+    try:
+        answers = await backend.answer(prompts, mode, sampling)
+    except Exception as exc:
+        return [Answer(mode=mode, error=f"backend {backend_name} failed: {type(exc).__name__}: {exc}") for _ in prompts]
+    if len(answers) != len(prompts):
+        return [
+            Answer(mode=mode, error=f"backend {backend_name} returned {len(answers)} answers for {len(prompts)} prompts") for _ in prompts
+        ]
+    return list(answers)
+
+
 def _make_backend(config: RunConfig):
     from sovtp.backends import CachedBackend, make_backend
 
@@ -433,16 +448,7 @@ async def run_items_async(
 
         async def answer_batch(batch: list[Prepared]) -> None:
             try:
-                prompts = [p.prompt for p in batch]
-                try:
-                    answers = await backend.answer(prompts, mode, sampling)
-                except Exception as exc:  # a backend bug must not lose the batch
-                    answers = [Answer(mode=mode, error=f"backend {config.backend} failed: {type(exc).__name__}: {exc}") for _ in batch]
-                if len(answers) != len(batch):  # a backend bug must not mis-pair answers and items
-                    answers = [
-                        Answer(mode=mode, error=f"backend {config.backend} returned {len(answers)} answers for {len(batch)} prompts")
-                        for _ in batch
-                    ]
+                answers = await answer_prompts(backend, [p.prompt for p in batch], mode, sampling, config.backend)
                 for p, a in zip(batch, answers, strict=True):
                     finish(result_for(p, a, config))
             finally:

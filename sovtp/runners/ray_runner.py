@@ -143,16 +143,13 @@ class PrepareActor:
 async def _answer_rows(backend, mode, sampling, config: RunConfig, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Answer a batch of prepared rows; each output row is the finished record as JSON
     ("" for an item passed over as already finished)."""
-    from sovtp.pipeline import result_for
+    from sovtp.pipeline import answer_prompts, result_for
 
     prepared: list[Prepared | None] = [pickle.loads(b) for b in batch["prepared"]]
     todo = [p for p in prepared if p is not None and p.error is None]
     answers: dict[int, Answer] = {}
     if todo:
-        try:
-            got = await backend.answer([p.prompt for p in todo], mode, sampling)
-        except Exception as exc:  # a backend bug must not lose the batch
-            got = [Answer(mode=mode, error=f"backend {config.backend} failed: {type(exc).__name__}: {exc}") for _ in todo]
+        got = await answer_prompts(backend, [p.prompt for p in todo], mode, sampling, config.backend)
         answers = {id(p): a for p, a in zip(todo, got, strict=True)}
     results = ["" if p is None else result_for(p, answers.get(id(p)), config).model_dump_json() for p in prepared]
     return {"result": _objects(results), "stats": batch["stats"]}
