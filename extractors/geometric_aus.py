@@ -212,102 +212,136 @@ MIRROR = {33: 263, 133: 362, 234: 454, 127: 356}
 def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mesh in an anatomical frame (origin: eye midpoint; unit: IOD; x: towards the
     subject's left eye; y: up, from the lower nose bridge to the forehead, made orthogonal
-    to x; z = x cross y, towards the camera) and the frame's axes (3 x 3, rows)."""
+    to x; z = x cross y, towards the camera) and the frame's axes (3 x 3, rows).
+
+    ``landmarks`` is one mesh (N x 3) or a stack of meshes (F x N x 3); the results
+    carry the same leading axis. Every function below takes stacks: a clip's frames are
+    measured in one pass of array arithmetic, not one Python loop per frame."""
     pts = np.asarray(landmarks, dtype=np.float64)
-    r_eye, l_eye = pts[[33, 133]].mean(axis=0), pts[[362, 263]].mean(axis=0)
-    iod = float(np.linalg.norm(l_eye - r_eye)) or 1.0
+    r_eye, l_eye = pts[..., [33, 133], :].mean(axis=-2), pts[..., [362, 263], :].mean(axis=-2)
+    iod = np.linalg.norm(l_eye - r_eye, axis=-1, keepdims=True)
+    iod = np.where(iod > 0, iod, 1.0)
     x = (l_eye - r_eye) / iod
-    up = pts[[10, 151]].mean(axis=0) - pts[[197, 195]].mean(axis=0)
-    y = up - np.dot(up, x) * x
-    y = y / (np.linalg.norm(y) or 1.0)
-    axes = np.stack([x, y, np.cross(x, y)])
-    return (pts - (r_eye + l_eye) / 2.0) / iod @ axes.T, axes
+    up = pts[..., [10, 151], :].mean(axis=-2) - pts[..., [197, 195], :].mean(axis=-2)
+    y = up - np.sum(up * x, axis=-1, keepdims=True) * x
+    norm = np.linalg.norm(y, axis=-1, keepdims=True)
+    y = y / np.where(norm > 0, norm, 1.0)
+    axes = np.stack([x, y, np.cross(x, y)], axis=-2)
+    centred = (pts - ((r_eye + l_eye) / 2.0)[..., None, :]) / iod[..., None]
+    return centred @ np.swapaxes(axes, -1, -2), axes
 
 
 def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The rotation R minimising |a R^T - b| for centred point sets a, b (N x 3)."""
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = 1.0 if np.linalg.det(vt.T @ u.T) >= 0 else -1.0
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    """The rotation R minimising |a R^T - b| for centred point sets a, b (N x 3; a may be
+    a stack F x N x 3, giving F rotations)."""
+    u, _, vt = np.linalg.svd(np.swapaxes(a, -1, -2) @ b)
+    v, ut = np.swapaxes(vt, -1, -2), np.swapaxes(u, -1, -2)
+    d = np.where(np.linalg.det(v @ ut) >= 0, 1.0, -1.0)
+    fix = np.broadcast_to(np.eye(3), d.shape + (3, 3)).copy()
+    fix[..., 2, 2] = d
+    return v @ fix @ ut
 
 
-def frontalise(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+def frontalise(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray | float]:
     """The mesh rigidly rotated onto the frontal neutral reference (``REFERENCE_SHAPE``, its
     ``STABLE`` points), in IOD units, y up; and the camera direction's x component in that
-    frame (sin of the head yaw: > 0 when the subject's left side faces the camera)."""
+    frame (sin of the head yaw: > 0 when the subject's left side faces the camera).
+    One mesh gives a float yaw; a stack gives one per mesh."""
     a0, axes = face_axes(landmarks)
-    stable = a0[list(STABLE)]
-    centre = stable.mean(axis=0)
+    stable = a0[..., list(STABLE), :]
+    centre = stable.mean(axis=-2, keepdims=True)
     rot = kabsch(stable - centre, REFERENCE_SHAPE)
     camera = rot @ axes @ np.array([0.0, 0.0, -1.0])  # mediapipe z grows away from the camera
-    return (a0 - centre) @ rot.T, float(camera[0])
+    yaw = camera[..., 0]
+    return (a0 - centre) @ np.swapaxes(rot, -1, -2), (float(yaw) if np.ndim(yaw) == 0 else yaw)
+
+
+def measure_stack(meshes: np.ndarray) -> dict[str, np.ndarray]:
+    """The measurements of a stack of meshes (F x N x 3, N >= 468): name -> F values, in
+    IOD units (see the module docstring)."""
+    a, yaw_sin = frontalise(np.asarray(meshes, dtype=np.float64).reshape(-1, *np.shape(meshes)[-2:]))
+    # The side turned towards the camera is seen; the far side is the mesh model's guess.
+    w_left = np.clip(0.5 + np.atleast_1d(yaw_sin), 0.0, 1.0)
+
+    def side(right: np.ndarray, left: np.ndarray) -> np.ndarray:
+        return (1.0 - w_left) * right + w_left * left
+
+    def p(*idx: int) -> np.ndarray:
+        return a[:, list(idx)].mean(axis=1)
+
+    def h(u: np.ndarray, v: np.ndarray) -> np.ndarray:  # height of u above v
+        return u[:, 1] - v[:, 1]
+
+    def d(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(u - v, axis=-1)
+
+    def pt(i: int) -> np.ndarray:
+        return a[:, i]
+
+    r_eye, l_eye, fore = p(33, 133), p(362, 263), pt(151)
+    r_ib, l_ib = p(*R_INNER_BROW), p(*L_INNER_BROW)
+    r_ob, l_ob = p(*R_OUTER_BROW), p(*L_OUTER_BROW)
+    r_w, l_w = d(pt(33), pt(133)), d(pt(362), pt(263))
+    r_ap = d(pt(159), pt(145)) / np.where(r_w > 0, r_w, 1.0)
+    l_ap = d(pt(386), pt(374)) / np.where(l_w > 0, l_w, 1.0)
+    return {
+        "inner_brow": side(h(r_ib, pt(133)) - h(fore, r_ib), h(l_ib, pt(362)) - h(fore, l_ib)) / 2,
+        "outer_brow": side(h(r_ob, pt(33)) - h(fore, r_ob), h(l_ob, pt(263)) - h(fore, l_ob)) / 2,
+        "brow": side(h(p(*R_BROW), r_eye), h(p(*L_BROW), l_eye)),
+        "interbrow": d(p(55, 107), p(285, 336)),
+        "upper_lid": side(h(pt(159), r_eye), h(pt(386), l_eye)),
+        "lower_lid": side(h(r_eye, pt(145)), h(l_eye, pt(374))),
+        "aperture": side(r_ap, l_ap),
+        "cheek": side(h(r_eye, p(*R_CHEEK)), h(l_eye, p(*L_CHEEK))),
+        "nose": d(pt(168), p(*R_ALA, *L_ALA)),
+        "ala": side(h(pt(133), p(*R_ALA)), h(pt(362), p(*L_ALA))),
+        "lip_lift": side(h(pt(98), p(*R_LIP)), h(pt(327), p(*L_LIP))),
+        "upper_lip": h(p(0, 37, 267), p(61, 291)) - d(pt(13), pt(14)) / 2,
+        "lip_nose": h(pt(2), pt(0)),
+        "curve": h(p(61, 291), p(13, 14)),
+        "width": d(pt(61), pt(291)),
+        "lip_red": d(pt(0), pt(13)) + d(pt(14), pt(17)),
+        "chin": d(pt(17), pt(152)),
+        "gap": d(pt(13), pt(14)),
+        "jaw": d(pt(2), pt(152)),
+    }
 
 
 def measure(landmarks: np.ndarray) -> dict[str, float]:
     """The measurements of one mesh (N x 3, N >= 468), in IOD units (see module docstring)."""
-    a, yaw_sin = frontalise(landmarks)
-    # The side turned towards the camera is seen; the far side is the mesh model's guess.
-    w_left = float(np.clip(0.5 + yaw_sin, 0.0, 1.0))
-
-    def side(right: float, left: float) -> float:
-        return (1.0 - w_left) * right + w_left * left
-
-    def p(*idx: int) -> np.ndarray:
-        return a[list(idx)].mean(axis=0)
-
-    def h(u: np.ndarray, v: np.ndarray) -> float:  # height of u above v
-        return float(u[1] - v[1])
-
-    def d(u: np.ndarray, v: np.ndarray) -> float:
-        return float(np.linalg.norm(u - v))
-
-    r_eye, l_eye, fore = p(33, 133), p(362, 263), a[151]
-    r_ib, l_ib = p(*R_INNER_BROW), p(*L_INNER_BROW)
-    r_ob, l_ob = p(*R_OUTER_BROW), p(*L_OUTER_BROW)
-    r_ap = d(a[159], a[145]) / (d(a[33], a[133]) or 1.0)
-    l_ap = d(a[386], a[374]) / (d(a[362], a[263]) or 1.0)
-    return {
-        "inner_brow": side(h(r_ib, a[133]) - h(fore, r_ib), h(l_ib, a[362]) - h(fore, l_ib)) / 2,
-        "outer_brow": side(h(r_ob, a[33]) - h(fore, r_ob), h(l_ob, a[263]) - h(fore, l_ob)) / 2,
-        "brow": side(h(p(*R_BROW), r_eye), h(p(*L_BROW), l_eye)),
-        "interbrow": d(p(55, 107), p(285, 336)),
-        "upper_lid": side(h(a[159], r_eye), h(a[386], l_eye)),
-        "lower_lid": side(h(r_eye, a[145]), h(l_eye, a[374])),
-        "aperture": side(r_ap, l_ap),
-        "cheek": side(h(r_eye, p(*R_CHEEK)), h(l_eye, p(*L_CHEEK))),
-        "nose": d(a[168], p(*R_ALA, *L_ALA)),
-        "ala": side(h(a[133], p(*R_ALA)), h(a[362], p(*L_ALA))),
-        "lip_lift": side(h(a[98], p(*R_LIP)), h(a[327], p(*L_LIP))),
-        "upper_lip": h(p(0, 37, 267), p(61, 291)) - d(a[13], a[14]) / 2,
-        "lip_nose": h(a[2], a[0]),
-        "curve": h(p(61, 291), p(13, 14)),
-        "width": d(a[61], a[291]),
-        "lip_red": d(a[0], a[13]) + d(a[14], a[17]),
-        "chin": d(a[17], a[152]),
-        "gap": d(a[13], a[14]),
-        "jaw": d(a[2], a[152]),
-    }
+    return {name: float(v[0]) for name, v in measure_stack(np.asarray(landmarks)[None]).items()}
 
 
-def _term(name: str, value: float, ref: float, direction: int, scale: float) -> float:
+def _term(name: str, value: np.ndarray | float, ref: float, direction: int, scale: float) -> np.ndarray:
     """One term: the change beyond the neutral spread (``DEAD_ZONE`` x ``SPREAD``) over the scale."""
-    change = direction * (value - ref) - DEAD_ZONE * SPREAD.get(name, 0.0)
-    return float(np.clip(change / scale, 0.0, 1.0))
+    change = direction * (np.asarray(value, dtype=np.float64) - ref) - DEAD_ZONE * SPREAD.get(name, 0.0)
+    return np.clip(change / scale, 0.0, 1.0)
+
+
+def intensity_stack(m: Mapping[str, np.ndarray], ref: Mapping[str, float]) -> dict[int, np.ndarray]:
+    """AU intensities in [0, 1] (unrounded) of measurement stacks ``m`` against ``ref``."""
+    out: dict[int, np.ndarray] = {}
+    for au, terms in TERMS.items():
+        out[au] = np.mean([_term(name, m[name], ref[name], sign, scale) for name, sign, scale in terms], axis=0)
+    curve_up = _term("curve", m["curve"], ref["curve"], +1, CURVE_SCALE)
+    out[20] = _term("width", m["width"], ref["width"], +1, WIDTH_SCALE) * (1.0 - curve_up)
+    # States: absolute, against the population reference only.
+    out[25] = np.clip((np.asarray(m["gap"], dtype=np.float64) - GAP_START) / GAP_SCALE, 0.0, 1.0)
+    out[17] = out[17] * (1.0 - out[25])
+    half = 0.5 * POPULATION["aperture"]
+    out[43] = np.clip((half - np.asarray(m["aperture"], dtype=np.float64)) / (0.8 * half), 0.0, 1.0)
+    return {au: out[au] for au in sorted(out)}
+
+
+def _round3(values: np.ndarray) -> np.ndarray:
+    """Python's round(x, 3) (correctly rounded) on each value; np.round can differ in the
+    last digit, and these numbers are printed in prompts and stored in caches."""
+    return np.array([round(v, 3) for v in np.atleast_1d(values).tolist()], dtype=np.float64)
 
 
 def intensities(m: Mapping[str, float], ref: Mapping[str, float]) -> dict[int, float]:
     """AU intensities in [0, 1] of one frame's measurements ``m`` against ``ref``."""
-    out: dict[int, float] = {}
-    for au, terms in TERMS.items():
-        out[au] = float(np.mean([_term(name, m[name], ref[name], sign, scale) for name, sign, scale in terms]))
-    curve_up = _term("curve", m["curve"], ref["curve"], +1, CURVE_SCALE)
-    out[20] = _term("width", m["width"], ref["width"], +1, WIDTH_SCALE) * (1.0 - curve_up)
-    # States: absolute, against the population reference only.
-    out[25] = float(np.clip((m["gap"] - GAP_START) / GAP_SCALE, 0.0, 1.0))
-    out[17] = out[17] * (1.0 - out[25])
-    half = 0.5 * POPULATION["aperture"]
-    out[43] = float(np.clip((half - m["aperture"]) / (0.8 * half), 0.0, 1.0))
-    return {au: round(out[au], 3) for au in sorted(out)}
+    return {au: round(float(v), 3) for au, v in intensity_stack(m, ref).items()}
 
 
 def _scales() -> dict[str, float]:
@@ -319,20 +353,26 @@ def _scales() -> dict[str, float]:
     return scales
 
 
-def person_reference(series: list[dict[str, float]], quiet_fraction: float = 0.25) -> dict[str, float]:
+def person_reference(series: Mapping[str, np.ndarray] | list[dict[str, float]], quiet_fraction: float = 0.25) -> dict[str, float]:
     """A person's neutral reference from their least-active frames, kept within
-    ``PERSON_TOLERANCE`` scales of the population reference (see module docstring)."""
-    if len(series) < 3:
+    ``PERSON_TOLERANCE`` scales of the population reference (see module docstring).
+    ``series``: measurement stacks (name -> F values) or a list of per-frame dicts."""
+    if isinstance(series, list):
+        series = {name: np.array([m[name] for m in series], dtype=np.float64) for name in MEASUREMENTS} if series else {}
+    frames = len(next(iter(series.values()))) if series else 0
+    if frames < 3:
         return dict(POPULATION)
-    activity = [sum(v for au, v in intensities(m, POPULATION).items() if au not in (25, 43)) for m in series]
-    k = max(1, int(round(len(series) * quiet_fraction)))
-    quiet = [series[i] for i in np.argsort(activity, kind="stable")[:k]]
+    # Rounded like the per-frame values, so ties break as they always have.
+    levels = intensity_stack(series, POPULATION)
+    activity = np.sum([_round3(v) for au, v in levels.items() if au not in (25, 43)], axis=0)
+    k = max(1, int(round(frames * quiet_fraction)))
+    quiet = np.argsort(activity, kind="stable")[:k]
     scales = _scales()
     ref = dict(POPULATION)
     for name in MEASUREMENTS:
         if name == "gap":
             continue
-        own = float(np.median([m[name] for m in quiet]))
+        own = float(np.median(series[name][quiet]))
         tol = PERSON_TOLERANCE * scales.get(name, 0.1)
         ref[name] = POPULATION[name] + float(np.clip(own - POPULATION[name], -tol, tol))
     return ref
@@ -341,14 +381,16 @@ def person_reference(series: list[dict[str, float]], quiet_fraction: float = 0.2
 def face_aus(face_id: int, meshes: Mapping[int, np.ndarray], percentile: float = 90.0) -> FaceAUs:
     """Per-frame AUs and the clip summary of one face from its meshes by frame position."""
     positions = sorted(meshes)
-    series = [measure(meshes[p]) for p in positions]
-    ref = person_reference(series)
-    per_frame = {p: intensities(m, ref) for p, m in zip(positions, series, strict=True)}
+    per_frame: dict[int, dict[int, float]] = {}
     summary: list[AU] = []
-    if per_frame:
+    if positions:
+        series = measure_stack(np.stack([np.asarray(meshes[p], dtype=np.float64) for p in positions]))
+        ref = person_reference(series)
+        levels = {au: _round3(v) for au, v in intensity_stack(series, ref).items()}
+        per_frame = {p: {au: float(levels[au][i]) for au in levels} for i, p in enumerate(positions)}
         for au in sorted(AU_NAMES):
-            values = [frame[au] for frame in per_frame.values()]
-            peak = float(np.percentile(values, percentile)) if len(values) > 1 else values[0]
+            values = levels[au]
+            peak = float(np.percentile(values, percentile)) if len(values) > 1 else float(values[0])
             summary.append(AU(number=au, name=AU_NAMES[au], intensity=round(peak, 3), provider="geometric"))
     return FaceAUs(face_id=face_id, summary=summary, per_frame=per_frame)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from sovtp.extractors._mp import crop, import_mediapipe_solutions, square_crop_box
+from sovtp.extractors._mp import crop, import_mediapipe_solutions, landmark_array, square_crop_box
 
 from sovtp.types import Box, Clip, Cues, FaceObservation, FaceTrack
 
@@ -62,7 +62,7 @@ class MediapipeMesh:
         best: np.ndarray | None = None
         best_dist = float("inf")
         for face in result.multi_face_landmarks:
-            pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
+            pts = landmark_array(face)
             pts[:, 0] = pts[:, 0] * cw + ox
             pts[:, 1] = pts[:, 1] * ch + oy
             pts[:, 2] = pts[:, 2] * cw

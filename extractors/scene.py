@@ -24,6 +24,11 @@ def _grey(image: np.ndarray, height: int) -> np.ndarray:
     g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     h, w = g.shape
     if h > height:
+        # Box-average by the whole factor first: OpenCV's area filter has a fast path for
+        # integer factors and a slow one otherwise (0.17 against 0.62 ms for 640x360).
+        f = h // height
+        if f > 1:
+            g = cv2.resize(g, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
         g = cv2.resize(g, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
     return g.astype(np.float32) / 255.0
 
@@ -34,7 +39,7 @@ class SceneDynamics:
     people count (face tracks), mean luma and its standard deviation."""
 
     name: ClassVar[str] = "scene"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: two-step area downscale (values shift in the 3rd decimal)
     provides: ClassVar[tuple[str, ...]] = ("scene",)
     requires: ClassVar[tuple[str, ...]] = ("faces",)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,15 +157,21 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None) 
             raise MediaError(f"{path.name}: the video stream has no frame size (corrupt header); re-encode the file")
         tw, th = _target_size(width, height, max_side)
         try:
-            if duration and duration > SEEK_ABOVE_SECONDS:
-                frames = _sample_by_seeking(container, stream, duration, fps, num_frames, tw, th)
-            else:
-                frames = _sample_sequential(path, container, stream, num_frames, tw, th)
+            count = stream.frames or None
+            indexed = _sample_indexed(container, stream, num_frames, tw, th)
+            if indexed is not None:
+                frames, count = indexed
+            else:  # no usable packet index: the plain paths, which need none
+                container.seek(0)
+                stream.codec_context.flush_buffers()
+                if duration and duration > SEEK_ABOVE_SECONDS:
+                    frames = _sample_by_seeking(container, stream, duration, fps, num_frames, tw, th)
+                else:
+                    frames = _sample_sequential(path, container, stream, num_frames, tw, th)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path.name}: decoding failed ({exc.strerror or exc}); the file is probably truncated or corrupt") from None
         if not frames:
             raise MediaError(f"{path.name}: no frame could be decoded (truncated or corrupt video); re-encode or replace the file")
-        count = stream.frames or None
         return Clip(
             path=path,
             content_hash=digest,
@@ -180,7 +187,138 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None) 
         container.close()
 
 
+@dataclass(frozen=True)
+class PacketIndex:
+    """A video stream's packets in decode order, from one demux pass (no decoding: about
+    10 microseconds a packet). It turns "frame *i* in display order" into "the packet
+    that carries it and the keyframe it must be decoded from"."""
+
+    pts: tuple[int, ...]
+    keyframe: tuple[bool, ...]
+    display: tuple[int, ...]  # display-order index of each packet
+
+    @property
+    def total(self) -> int:
+        return len(self.pts)
+
+    def decode_position(self) -> dict[int, int]:
+        """display index -> decode position."""
+        return {d: q for q, d in enumerate(self.display)}
+
+
+def packet_index(container, stream) -> PacketIndex | None:
+    """The stream's packet index, or None when the container's timestamps cannot name
+    frames (a missing or repeated presentation time: some AVI and raw streams)."""
+    pts: list[int] = []
+    key: list[bool] = []
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's end-of-stream marker
+            continue
+        if packet.pts is None:
+            return None
+        pts.append(int(packet.pts))
+        key.append(bool(packet.is_keyframe))
+    if not pts or len(set(pts)) != len(pts) or not key[0]:
+        return None
+    rank = {p: i for i, p in enumerate(sorted(pts))}
+    return PacketIndex(tuple(pts), tuple(key), tuple(rank[p] for p in pts))
+
+
+# Decoding through a seek costs a decoder flush; jump only when it skips more packets.
+SEEK_SAVES_AT_LEAST = 4
+
+
+def decode_plan(index: PacketIndex, wanted: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs ``(start, end)`` of decode positions that cover every wanted display index:
+    each run starts at a keyframe; a new run (a seek) begins where jumping to the wanted
+    frame's own keyframe skips at least ``SEEK_SAVES_AT_LEAST`` packets that continuing
+    would decode. A keyframe is a valid start only for frames at or after it in display
+    order (open-GOP leading pictures may reference the previous group)."""
+    where = index.decode_position()
+    keys = [q for q, k in enumerate(index.keyframe) if k]
+    runs: list[tuple[int, int]] = []
+    for d in sorted(where[i] for i in wanted):
+        shown = index.display[d]
+        start = max((k for k in keys if k <= d and index.display[k] <= shown), default=0)
+        if runs and start <= runs[-1][1] + SEEK_SAVES_AT_LEAST:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], d))
+        else:
+            runs.append((start, d))
+    return runs
+
+
+def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[Frame], int] | None:
+    """Uniform sampling that decodes as little as the codec allows, with pixel-identical
+    frames: seek to the keyframe before a wanted frame when that skips decoding (long
+    groups of pictures), and tell the decoder to skip non-reference frames nobody asked
+    for (``skip_frame=NONREF``: frames no other frame is predicted from, about half of an
+    H.264 stream with B-frames, so skipping them changes no other frame).
+
+    None when the stream has no usable index or the plan did not deliver every wanted
+    frame; the caller then decodes plainly."""
+    import av
+
+    index = packet_index(container, stream)
+    if index is None:
+        return None
+    wanted = uniform_positions(index.total, n)
+    wanted_pts = {sorted(index.pts)[i]: i for i in wanted}
+    decode_pos = {p: q for q, p in enumerate(index.pts)}
+    ctx = stream.codec_context
+    skipping = "DEFAULT"
+    got: dict[int, Frame] = {}
+
+    def take(decoded) -> None:
+        for frame in decoded:
+            i = wanted_pts.get(frame.pts)
+            if i is not None and i not in got:
+                # from pts: a frame drained with decode(None) carries no time base of its own
+                ts = float(frame.pts * stream.time_base) if stream.time_base is not None else 0.0
+                got[i] = Frame(position=0, index=i, timestamp=ts, image=_to_rgb(frame, tw, th))
+
+    try:
+        for start, end in decode_plan(index, wanted):
+            # By presentation time: FFmpeg's demuxers land on the last keyframe at or before it.
+            container.seek(index.pts[start], stream=stream, backward=True, any_frame=False)
+            ctx.flush_buffers()
+            first = True
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.pts is None:
+                    break
+                q = decode_pos.get(int(packet.pts))
+                if q is None or (first and (q > start or not index.keyframe[q])):
+                    return None  # the seek landed somewhere the plan cannot account for
+                first = False
+                skip = "DEFAULT" if int(packet.pts) in wanted_pts else "NONREF"
+                if skip != skipping:  # the setter is not free; most packets keep the setting
+                    ctx.skip_frame = skipping = skip
+                take(ctx.decode(packet))
+                if q >= end:
+                    break
+            ctx.skip_frame = skipping = "DEFAULT"
+            take(ctx.decode(None))  # drain the frames the decoder still holds back (B-frame reordering)
+    except av.error.FFmpegError:
+        return None
+    finally:
+        ctx.skip_frame = "DEFAULT"
+    if len(got) != len(wanted):
+        return None
+    frames = [got[i] for i in sorted(got)]
+    return [Frame(position=p, index=f.index, timestamp=f.timestamp, image=f.image) for p, f in enumerate(frames)], index.total
+
+
 def _to_rgb(frame, tw: int, th: int) -> np.ndarray:
+    """RGB pixels of a decoded frame at ``tw`` x ``th``.
+
+    The common case (limited-range 4:2:0 at its own size: nearly every H.264 file) goes
+    through OpenCV's I420 converter, about 3x faster than swscale on a freshly decoded
+    frame here (0.3 against 0.7-1.1 ms at 640x360); both apply the same BT.601
+    limited-range matrix (they differ by rounding, at most a few levels). Anything else
+    (full range, other chroma layouts, odd sizes, downscaling) is swscale's job."""
+    if frame.format.name == "yuv420p" and frame.color_range != 2 and (tw, th) == (frame.width, frame.height) and tw % 2 == th % 2 == 0:
+        import cv2  # noqa: PLC0415  (lazy: `import sovtp` stays light)
+
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
     return frame.to_ndarray(width=tw, height=th, format="rgb24")
 
 

@@ -186,3 +186,22 @@ def test_cue_cache_hits_every_extractor_and_recomputes_nothing(media: Path, tmp_
     assert sorted(second.cache_hits) == sorted(calls)
     assert all(v == 1 for v in calls.values())
     assert second.cues == first.cues
+
+
+def test_landmark_wire_shortcut_equals_the_attribute_path():
+    """extractors._mp.landmark_array reads the protobuf wire format; it must give exactly
+    what reading every landmark's x, y, z does, and fall back when the layout differs."""
+    from mediapipe.framework.formats import landmark_pb2
+    from sovtp.extractors._mp import landmark_array
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(478, 3)).astype(np.float32)
+    values[5] = 0.0  # a set-but-zero field is still written
+    mesh = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in values:
+        mesh.landmark.add(x=float(x), y=float(y), z=float(z))
+    expected = np.array([(p.x, p.y, p.z) for p in mesh.landmark], dtype=np.float64)
+    assert np.array_equal(landmark_array(mesh), expected)
+    mesh.landmark[7].visibility = 0.5  # another layout: the attribute path
+    assert np.array_equal(landmark_array(mesh), expected)
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
