@@ -109,3 +109,22 @@ def test_missing_model_is_one_sentence(tmp_path):
     with pytest.raises(UserError) as err:
         asyncio.run(b.check())
     assert "nope" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_prefix_cached_scores_equal_full_sequences_with_images(backend, media):
+    """Rank scoring encodes the prompt (images included) once and continues its cache
+    per label; the scores must equal scoring every label as a full sequence."""
+    labels = [*MAFW.labels, "schadenfreude", "bewilderment"]  # the tiny tokenizer splits these two
+    prompt = prompts(media, MAFW)[3]  # multi_face.jpg: an image with many vision tokens
+    text, images = backend._chat_text(prompt)
+    context = text + "\nFinal answer:"
+    ctx = backend._inputs([context], [images])
+    tok = backend._proc.tokenizer
+    label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    assert max(len(ids) for ids in label_ids) > 1  # some labels are several tokens
+    prefix = backend._label_logprobs_prefix(ctx, label_ids)
+    full = backend._label_logprobs_full(ctx, label_ids)
+    assert prefix == pytest.approx(full, rel=1e-4, abs=1e-4)
+    scores = backend.score_labels(context, images, labels)
+    assert backend._prefix_scoring  # the fast path ran, no fallback
+    assert math.isclose(sum(scores.values()), 1.0, rel_tol=1e-6)

@@ -50,6 +50,7 @@ class TransformersBackend:
         self.preferred_batch_size = self.batch_size
         self.image_max_side = image_max_side
         self.rank_reasoning = rank_reasoning
+        self._prefix_scoring = True  # see _score_labels
         self._proc = None
         self._model = None
         self.device: str | None = None
@@ -191,15 +192,61 @@ class TransformersBackend:
         return self._score_labels(context, images, labels)[0]
 
     def _score_labels(self, context: str, images: list[Any], labels: list[str]) -> tuple[dict[str, float], int]:
-        import torch
-
+        """Scores by prefix caching: the context (images included) is encoded once, then
+        every label's tokens continue that one cache in a single batched pass. Scoring
+        each label as its own full sequence would run the vision encoder and the prompt
+        prefill once per label (7x the work for DFEW's 7 labels). Architectures whose
+        forward cannot continue an expanded cache fall back to full sequences, once and
+        for the rest of the run."""
         tok = self._proc.tokenizer
         ctx = self._inputs([context], [images])
-        ctx_ids = ctx["input_ids"][0]
         label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
-        n = len(labels)
-        longest = max(len(ids) for ids in label_ids)
-        pad = tok.pad_token_id
+        totals = None
+        if self._prefix_scoring:
+            try:
+                totals = self._label_logprobs_prefix(ctx, label_ids)
+            except Exception:  # an architecture that cannot continue a repeated cache
+                self._prefix_scoring = False
+        if totals is None:
+            totals = self._label_logprobs_full(ctx, label_ids)
+        top = max(totals)
+        exps = [math.exp(t - top) for t in totals]
+        z = sum(exps)
+        return {lab: e / z for lab, e in zip(labels, exps, strict=True)}, int(ctx["input_ids"].shape[1])
+
+    def _label_logprobs_prefix(self, ctx: Any, label_ids: list[list[int]]) -> list[float]:
+        """Summed log-probabilities of each label's tokens after the context: one forward
+        over the context (use_cache), the cache repeated once per label, one forward over
+        the labels' tokens. Labels are right-padded: under causal attention a pad after a
+        label's last token changes none of that label's logits."""
+        import torch
+
+        n, longest = len(label_ids), max(len(ids) for ids in label_ids)
+        start = int(ctx["input_ids"].shape[1])
+        pad = self._proc.tokenizer.pad_token_id
+        rows = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in label_ids], device=ctx["input_ids"].device)
+        with torch.inference_mode():
+            first = self._model(**ctx, use_cache=True)
+            head = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+            totals = [float(head[ids[0]]) for ids in label_ids]
+            if longest > 1:
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(n)
+                positions = torch.arange(start, start + longest - 1, device=rows.device)
+                rest = self._model(input_ids=rows[:, :-1], past_key_values=cache, cache_position=positions, use_cache=True)
+                logprobs = torch.log_softmax(rest.logits.float(), dim=-1)
+                for r, ids in enumerate(label_ids):
+                    totals[r] += sum(float(logprobs[r, j - 1, t]) for j, t in enumerate(ids) if j > 0)
+        return totals
+
+    def _label_logprobs_full(self, ctx: Any, label_ids: list[list[int]]) -> list[float]:
+        """The same sums from one batch of full sequences (context + label), the context's
+        tensors repeated per row: n times the work, for any architecture."""
+        import torch
+
+        ctx_ids = ctx["input_ids"][0]
+        n, longest = len(label_ids), max(len(ids) for ids in label_ids)
+        pad = self._proc.tokenizer.pad_token_id
         rows, masks = [], []
         for ids in label_ids:
             rows.append(torch.cat([ctx_ids, torch.tensor(ids + [pad] * (longest - len(ids)), device=ctx_ids.device)]))
@@ -218,16 +265,7 @@ class TransformersBackend:
             logits = self._model(**inputs).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         start = len(ctx_ids)
-        totals = []
-        for r, ids in enumerate(label_ids):
-            total = 0.0
-            for j, t in enumerate(ids):
-                total += float(logprobs[r, start + j - 1, t])
-            totals.append(total)
-        top = max(totals)
-        exps = [math.exp(t - top) for t in totals]
-        z = sum(exps)
-        return {lab: e / z for lab, e in zip(labels, exps, strict=True)}, start
+        return [sum(float(logprobs[r, start + j - 1, t]) for j, t in enumerate(ids)) for r, ids in enumerate(label_ids)]
 
     async def aclose(self) -> None:
         self._model = None
