@@ -26,7 +26,7 @@ from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
-from sovtp.video import MediaError, read_clip
+from sovtp.video import DECODER_VERSION, MediaError, read_clip
 
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
 # Backend options that change what the model sees or computes (image detail, numeric
@@ -216,7 +216,7 @@ class Preparer:
             raise decoded.clip
         clip = decoded.clip
         n = self.frames_to_decode
-        report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=(n, cfg.max_side))
+        report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=(n, cfg.max_side, DECODER_VERSION))
         for name, secs in report.seconds.items():
             timings[f"extract.{name}"] = secs
             if name not in report.cache_hits and name in report.cues.ran:

@@ -39,6 +39,10 @@ MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 # Fallback without a packet index: seeking costs a keyframe decode per sample; below this
 # duration one sequential pass is cheaper.
 SEEK_ABOVE_SECONDS = 30.0
+# Part of every cue-cache key: bump it when the frames read_clip returns for the same file
+# and settings change (2: frames named by the packet index, display rotation applied), so
+# cached cues never describe other frames than the ones they are drawn on.
+DECODER_VERSION = 2
 # A 8000x8000 photo is 192 MB as RGB; cap the decoded side so one input can't exhaust memory.
 DEFAULT_MAX_SIDE = 1280
 
@@ -182,6 +186,7 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None) 
             raise MediaError(f"{path.name}: decoding failed ({exc.strerror or exc}); the file is probably truncated or corrupt") from None
         if not frames:
             raise MediaError(f"{path.name}: no frame could be decoded (truncated or corrupt video); re-encode or replace the file")
+        th, tw = frames[0].image.shape[:2]  # after any display rotation (portrait phone video)
         return Clip(
             path=path,
             content_hash=digest,
@@ -328,8 +333,22 @@ def _to_rgb(frame, tw: int, th: int) -> np.ndarray:
     if frame.format.name == "yuv420p" and frame.color_range != 2 and (tw, th) == (frame.width, frame.height) and tw % 2 == th % 2 == 0:
         import cv2  # noqa: PLC0415  (lazy: `import sovtp` stays light)
 
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-    return frame.to_ndarray(width=tw, height=th, format="rgb24")
+        rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    else:
+        rgb = frame.to_ndarray(width=tw, height=th, format="rgb24")
+    return _upright(rgb, frame)
+
+
+def _upright(rgb: np.ndarray, frame) -> np.ndarray:
+    """The frame as players show it. Phones store portrait video as landscape pixels
+    plus a display matrix ("rotate 90"); without applying it every face lies on its side
+    in the prompt, posture rules read a lying person and the vision LLM sees the scene
+    turned. ``frame.rotation`` is the counter-clockwise angle of that matrix."""
+    try:
+        turns = round(float(frame.rotation) / 90) % 4
+    except (AttributeError, TypeError, ValueError):
+        return rgb
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _sample_sequential(path: Path, container, stream, n: int, tw: int, th: int) -> list[Frame]:
