@@ -152,13 +152,13 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
     """One notice when faces would leave the machine unblurred, one warning for plain HTTP."""
     from urllib.parse import urlparse
 
-    from sovtp.net import is_loopback_host
+    from sovtp.net import is_loopback_host, redact_url
 
     url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower()
     local = is_loopback_host(host)
-    url = parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()  # never echo user:password@
+    url = redact_url(url)  # never echo user:password@ or a key in the query
     if not local and parsed.scheme == "http":
         err.print(
             f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https."

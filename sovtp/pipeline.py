@@ -24,6 +24,7 @@ from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
+from sovtp.net import redact_url
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
 from sovtp.video import DECODER_VERSION, MediaError, read_clip
@@ -101,7 +102,13 @@ class RunConfig:
         d = asdict(self)
         d["labels"] = {"name": self.labels.name, "labels": list(self.labels.labels)}
         d["include_cues"] = sorted(self.include_cues) if self.include_cues is not None else None
-        d["backend_options"] = {k: v for k, v in self.backend_options.items() if "key" not in k.lower() and "token" not in k.lower()}
+        options = {k: v for k, v in self.backend_options.items() if "key" not in k.lower() and "token" not in k.lower()}
+        for name in ("base_url", "base_urls"):  # user:password@ or ?api-key= must not reach a file
+            if isinstance(options.get(name), str):
+                options[name] = redact_url(options[name])
+            elif isinstance(options.get(name), list | tuple):
+                options[name] = [redact_url(u) for u in options[name]]
+        d["backend_options"] = options
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         return d
 

@@ -274,3 +274,31 @@ def test_warning_never_echoes_credentials_in_the_url(capsys):
     _warn_network("http://alice:hunter2-secret@10.9.8.7:8000/v1", "blur-all")
     text = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "plain HTTP" in text and "10.9.8.7" in text and "hunter2" not in text and "alice" not in text
+
+
+def test_credentials_in_the_base_url_reach_no_message_or_file(media: Path, tmp_path: Path):
+    """``http://user:password@host`` (and ``?api-key=``) is sent by the HTTP client only:
+    not echoed by the unreachable-server error, not written to the manifest or results."""
+    from sovtp.net import redact_url
+
+    assert redact_url("http://alice:hunter2@10.0.0.1:8000/v1?api-key=s3cr3t&x=1") == "http://10.0.0.1:8000/v1?api-key=***&x=1"
+    inputs = tmp_path / "in"
+    varied_images(media / "single_face.jpg", inputs, 2)
+    env = sovtp_env(tmp_path, OPENAI_API_KEY=KEY)
+    template = write_template(tmp_path)
+    dead = subprocess.run([SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", f"http://alice:hunter2@127.0.0.1:{dead_port()}/v1",
+                           "--out", str(tmp_path / "dead.jsonl"), "--max-retries", "0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert dead.returncode == 1 and "Cannot reach" in dead.stderr and "127.0.0.1" in dead.stderr
+    with FaultServer() as server:
+        plain = server.base_url
+        url = plain.replace("http://", "http://alice:hunter2@")
+        proc = subprocess.run([SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", url, "--out", str(tmp_path / "res" / "r.jsonl"),
+                               "--template", str(template), "--extractors", "faces", "--workers", "1"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "res" / "r.manifest.json").read_text())
+    assert manifest["config"]["backend_options"]["base_url"] == plain  # kept, minus the credentials
+    for p in (dead, proc):
+        assert "hunter2" not in p.stdout + p.stderr and "alice" not in p.stdout + p.stderr
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and inputs not in f.parents:
+            assert b"hunter2" not in f.read_bytes(), f

@@ -28,6 +28,7 @@ from typing import Any
 
 from sovtp.backends.base import Capabilities, Sampling
 from sovtp.errors import UserError
+from sovtp.net import redact_url
 from sovtp.types import Answer, DecodingMode, Prompt
 
 # How OpenAIBackend words a request that failed after its retries, by cause.
@@ -86,7 +87,8 @@ class EndpointPool:
         if not backends:
             raise ValueError("EndpointPool needs at least one endpoint; pass --base-url")
         self.endpoints = [
-            Endpoint(b, max(1, int(getattr(b, "concurrency", concurrency))), url=str(getattr(b, "base_url", "") or "")) for b in backends
+            Endpoint(b, max(1, int(getattr(b, "concurrency", concurrency))), url=redact_url(str(getattr(b, "base_url", "") or "")))
+            for b in backends
         ]
         self.max_attempts = max_attempts if max_attempts is not None else max(6, 2 * len(self.endpoints))
         self.cooldown_s = cooldown_s

@@ -25,7 +25,7 @@ from typing import Any
 from sovtp.backends.base import Capabilities, Sampling
 from sovtp.backends.messages import openai_messages, prompt_schema
 from sovtp.errors import UserError
-from sovtp.net import is_loopback_url
+from sovtp.net import is_loopback_url, redact_url
 from sovtp.types import Answer, DecodingMode, Prompt, Usage
 
 _RETRY_STATUS = {408, 409, 425, 429}
@@ -105,7 +105,7 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, concurrency={self.concurrency})"
+        return f"OpenAIBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r}, concurrency={self.concurrency})"
 
     # ------------------------------------------------------------------ plumbing
 
@@ -123,7 +123,10 @@ class OpenAIBackend:
         }
 
     def scrub(self, text: str) -> str:
-        """``text`` with the API key (and any long fragment of it) replaced by ***."""
+        """``text`` with the API key (and any long fragment of it) replaced by ***, and
+        the base URL, where an error text quotes it, without its credentials."""
+        if self.base_url and self.base_url in text:
+            text = text.replace(self.base_url, redact_url(self.base_url))
         key = self.__key
         if key and key != "EMPTY" and len(key) >= 6:
             text = text.replace(key, "***")
@@ -163,7 +166,7 @@ class OpenAIBackend:
 
         self._bind_loop()
         client = self._get_client()
-        where = self.base_url or "api.openai.com"
+        where = redact_url(self.base_url) or "api.openai.com"
         try:
             models = await client.models.list(timeout=self.check_timeout)
             data = list(models.data)
