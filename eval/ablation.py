@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -235,9 +236,11 @@ def face_bin(n: int) -> str:
     return "0" if n <= 0 else "1" if n == 1 else "2-3" if n <= 3 else "4+"
 
 
-def variant_records(path: Path, config: Any, wanted: set[str]) -> dict[str, Result]:
+def variant_records(path: Path, config: Any, wanted: set[str], answer_key: Mapping[str, Any] | None = None) -> dict[str, Result]:
     """This variant's record per item path: only records made with exactly this config
-    (an earlier ablation with other settings may have left others in the file)."""
+    (an earlier ablation with other settings may have left others in the file), or, for
+    ``--report-only``, with the ``answer_key`` the run stored in plan.json."""
+    from sovtp.cache import stable_key
     from sovtp.pipeline import run_key_for
     from sovtp.results import load_results
 
@@ -245,7 +248,8 @@ def variant_records(path: Path, config: Any, wanted: set[str]) -> dict[str, Resu
     for r in load_results(path):
         if r.path not in wanted:
             continue
-        if r.content_hash and r.run_key != run_key_for(r.content_hash, config):
+        expected = stable_key("result", r.content_hash, answer_key) if answer_key is not None else run_key_for(r.content_hash, config)
+        if r.content_hash and r.run_key != expected:
             continue
         found[r.path] = r
     return found
@@ -259,6 +263,7 @@ def summarize(
     baseline: Variant,
     n_boot: int = 1000,
     seed: int = 0,
+    answer_keys: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Result]]]:
     """The ablation table from the results files: (summary dict, Scores per variant,
     records per variant). Items not (yet) finished in a variant are left out of its
@@ -269,7 +274,8 @@ def summarize(
     out_dir = Path(out_dir)
     gt = {it.display: it.meta["label"] for it in items}
     tiers = {it.display: str(it.meta["tier"]) for it in items if it.meta.get("tier") not in (None, "")}
-    records = {v.name: variant_records(out_dir / "results" / f"{v.slug}.jsonl", v.config, set(gt)) for v in variants}
+    keys = answer_keys or {}
+    records = {v.name: variant_records(out_dir / "results" / f"{v.slug}.jsonl", v.config, set(gt), keys.get(v.name)) for v in variants}
     faces: dict[str, int] = {}
     for recs in records.values():
         for p, r in recs.items():
@@ -306,7 +312,8 @@ def summarize(
                 pa = [pred(base_recs[p]) for p in shared]
                 pb = [pred(recs[p]) for p in shared]
                 deltas = M.paired_bootstrap_delta(ys, pa, pb, labels, n_boot=n_boot, seed=seed)
-                row["delta"] = {m: {"delta": d.delta, "ci95": [d.lo, d.hi]} for m, d in deltas.items()}
+                # --bootstrap 0: no interval (None, not NaN: summary.json stays strict JSON)
+                row["delta"] = {m: {"delta": d.delta, "ci95": None if math.isnan(d.lo) else [d.lo, d.hi]} for m, d in deltas.items()}
                 row["mcnemar"] = M.mcnemar_exact(M.correct(ys, pa), M.correct(ys, pb)).to_dict()
                 row["paired_n"] = len(shared)
         rows.append(row)
@@ -445,6 +452,24 @@ class AblationOutcome:
     runs: list[dict[str, Any]]
 
 
+def _stored_answer_keys(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Variant name -> the answer key its results were made with, from plan.json (empty
+    for ablations written before plan.json carried them, or a missing/torn plan)."""
+    try:
+        plan = json.loads((out_dir / "plan.json").read_text(encoding="utf-8"))
+        return {v["name"]: v["answer_key"] for v in plan.get("variants", []) if isinstance(v.get("answer_key"), dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _previous_manifest(out_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((out_dir / "report" / "manifest.json").read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def ablate(
     items: Sequence[InputItem],
     grid: Mapping[str, Sequence[str]],
@@ -470,32 +495,48 @@ def ablate(
     base_variant = find_variant(variants, baseline)
     if len({v.slug for v in variants}) != len(variants):
         raise AblationError("two variants map to the same results file name; use simpler grid values")
-    write_json_atomic(
-        out_dir / "plan.json",
-        {
-            "grid": dict(grid),
-            "baseline": base_variant.name,
-            "variants": [{"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl"} for v in variants],
-        },
-    )
+    # --report-only scores the records the run made: with the answer keys that run stored
+    # in plan.json (model, frames, labels...), so the options need not be repeated
+    stored = _stored_answer_keys(out_dir) if not run else {}
+    if run or not (out_dir / "plan.json").exists():
+        write_json_atomic(
+            out_dir / "plan.json",
+            {
+                "grid": dict(grid),
+                "baseline": base_variant.name,
+                "variants": [
+                    {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
+                    for v in variants
+                ],
+            },
+        )
     runs = run_variants(items, variants, out_dir, progress, on_variant) if run else []
-    summary, scores, records = summarize(items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed)
+    summary, scores, records = summarize(
+        items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None
+    )
     shown = collect_examples(items, variants, records, summary, out_dir, examples)
+    # --report-only: the model and settings are those of the run that made the results
+    previous = _previous_manifest(out_dir) if not run else {}
     manifest = {
         "sovtp_ablation_manifest": 1,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),
-        "model": model_fingerprint(base.model),
-        "backend": base.backend,
+        "model": previous.get("model") or model_fingerprint(base.model),
+        "backend": previous.get("backend") or base.backend,
         "labels": {"name": base.labels.name, "labels": list(base.labels.labels), "ids": list(base.labels.ids) if base.labels.ids else None},
         "seeds": {"bootstrap": seed, "decoding": base.seed, "temperature": base.temperature},
         "data": {"fingerprint": summary["data_fingerprint"], "items": len(items)},
         "grid": dict(grid),
         "baseline": base_variant.name,
         "templates": {v.name: sorted({r.template_hash for r in records[v.name].values() if r.template_hash}) for v in variants},
-        "base_config": base.public_dict() if hasattr(base, "public_dict") else {},
+        "base_config": previous.get("base_config") or (base.public_dict() if hasattr(base, "public_dict") else {}),
         "variants": {
-            v.name: {"settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()} for v in variants
+            v.name: {
+                "settings": v.settings,
+                "results": f"results/{v.slug}.jsonl",
+                "answer_key": stored.get(v.name) or v.config.answer_key(),
+            }
+            for v in variants
         },
         "runs_this_invocation": runs,
     }

@@ -304,7 +304,8 @@ def paired_bootstrap_delta(
             collected[m].append(rb[m] - ra[m])
     out: dict[str, Delta] = {}
     for m in metrics:
-        lo, hi = _percentile(np.concatenate(collected[m]), alpha)
+        # --bootstrap 0: no resamples, no interval (NaN, shown as "n/a"), the deltas still stand
+        lo, hi = _percentile(np.concatenate(collected[m]), alpha) if collected[m] else (float("nan"), float("nan"))
         a, b = float(full_a[m]), float(full_b[m])
         out[m] = Delta(m, a, b, b - a, lo, hi)
     return out

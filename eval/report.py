@@ -48,7 +48,7 @@ def signed(x: float | None, ci: Sequence[float] | None = None) -> str:
         return "±0.0" if r == 0 else f"{r:+.1f}"
 
     text = one(x)
-    if ci:
+    if ci and not any(v is None or math.isnan(v) for v in ci):
         text += f" [{one(ci[0])}, {one(ci[1])}]"
     return text
 
@@ -139,7 +139,7 @@ def markdown(summary: Mapping[str, Any], scores: Mapping[str, Scores]) -> str:
     parts += ["## Results (percent)", "", _md_table(header, rows), ""]
     for by, h, r in strata_rows(summary):
         parts += [f"## By {by}", "", _md_table(h, r), ""]
-    focus = summary.get("baseline") or next(iter(scores))
+    focus = summary.get("baseline") or next(iter(scores), None)
     for name in dict.fromkeys([focus, summary.get("best")]):
         if name and name in scores:
             h, r = per_class_rows(scores[name])
@@ -316,27 +316,33 @@ def html_report(
         )
     for by, h, r in strata_rows(summary):
         body += [f"<h2>By {html.escape(by)}</h2>", _html_table(h, r, cls="strata")]
-    # confusion matrices: baseline and best first, then the rest up to max_confusions
-    order = list(dict.fromkeys([n for n in (summary.get("baseline"), summary.get("best")) if n] + list(scores)))[:max_confusions]
-    body.append("<h2>Confusion matrices</h2>")
-    body.append(
-        '<div class="figs">'
-        + "".join(
-            _img(confusion_figure(scores[n], n), f"{n}: rows ground truth, colour = share of row", f"confusion matrix {n}") for n in order
+    # confusion matrices: baseline and best first, then the rest up to max_confusions;
+    # a variant without scored items (none finished, or none made with these settings) has none
+    order = [n for n in dict.fromkeys([n for n in (summary.get("baseline"), summary.get("best")) if n] + list(scores)) if n in scores]
+    order = order[:max_confusions]
+    if not order:
+        body.append("<p class='meta'>No variant has scored items yet: no confusion matrices or per-class figures.</p>")
+    else:
+        body.append("<h2>Confusion matrices</h2>")
+        body.append(
+            '<div class="figs">'
+            + "".join(
+                _img(confusion_figure(scores[n], n), f"{n}: rows ground truth, colour = share of row", f"confusion matrix {n}")
+                for n in order
+            )
+            + "</div>"
         )
-        + "</div>"
-    )
-    shown = {n: scores[n] for n in order}
-    body.append("<h2>Per class</h2>")
-    body.append(
-        '<div class="figs">'
-        + _img(per_class_figure(shown, "recall"), "per-class recall (absent classes left blank)", "per-class recall")
-        + _img(per_class_figure(shown, "f1"), "per-class F1", "per-class F1")
-        + _img(histogram_figure(shown), "answers per label; black ticks: ground-truth shares", "prediction histogram")
-        + "</div>"
-    )
-    h, r = per_class_rows(scores[order[0]])
-    body += [f"<p class='meta'>{html.escape(order[0])}</p>", _html_table(h, r)]
+        shown = {n: scores[n] for n in order}
+        body.append("<h2>Per class</h2>")
+        body.append(
+            '<div class="figs">'
+            + _img(per_class_figure(shown, "recall"), "per-class recall (absent classes left blank)", "per-class recall")
+            + _img(per_class_figure(shown, "f1"), "per-class F1", "per-class F1")
+            + _img(histogram_figure(shown), "answers per label; black ticks: ground-truth shares", "prediction histogram")
+            + "</div>"
+        )
+        h, r = per_class_rows(scores[order[0]])
+        body += [f"<p class='meta'>{html.escape(order[0])}</p>", _html_table(h, r)]
     if examples:
         body.append("<h2>Examples</h2>")
         if examples[0].get("frames_of"):

@@ -148,6 +148,12 @@ def write_preview(out_dir: Path, name: str, prompt: Prompt, cues: Cues, html: bo
         raise ValueError(f"preview name {name!r} is not a plain file name; pass sovtp.inputs.safe_name(item)")
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
+    # A preview of other settings may be there (more frames, a JSON template, --html):
+    # remove the files this function writes, so the folder shows this prompt only.
+    # Nothing else in the folder is touched.
+    for old in [*folder.glob("image_[0-9][0-9].png"), *(folder / f for f in ("prompt.txt", "answer_schema.json", "preview.html"))]:
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
     written: list[Path] = []
     for i, part in enumerate(prompt.images, start=1):
         p = folder / f"image_{i:02d}.png"

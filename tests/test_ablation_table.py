@@ -182,3 +182,37 @@ def test_ablate_report_only_rebuilds_the_table_from_results(synthetic):
         ["ablate", str(manifest), "--grid", "visual=none", "--model", "m", "--out", str(out), "--report-only", "--baseline", "visual=x"],
     )
     assert bad.exit_code == 1 and "matches no variant" in bad.output
+
+
+def test_report_only_reads_the_runs_settings_from_plan_json_and_bootstrap_0_has_no_interval(synthetic):
+    """A report rebuilt later, by someone who does not repeat --model and the other run
+    options: the answer keys stored in plan.json select the run's records. With
+    --bootstrap 0 the deltas are reported without an interval (not NaN, not a crash)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    items, variants, preds, faces, out = synthetic
+    plan = {
+        "variants": [
+            {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
+            for v in variants
+        ]
+    }
+    (out / "plan.json").write_text(json.dumps(plan, default=str))
+    manifest = out / "labels.csv"
+    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    res = CliRunner().invoke(
+        app,
+        ["ablate", str(manifest), "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp", "--out", str(out),
+         "--report-only", "--bootstrap", "0", "--examples", "0"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "report" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+    assert [r["n"] for r in summary["variants"]] == [len(items)] * 4
+    deltas = [r["delta"] for r in summary["variants"] if "delta" in r]
+    assert len(deltas) == 3 and all(d["war"]["ci95"] is None for d in deltas)
+    assert "nan" not in res.output.lower()
+    assert json.loads((out / "plan.json").read_text()) == json.loads(json.dumps(plan, default=str))  # the run's plan is kept

@@ -97,3 +97,18 @@ def test_html_preview_opens_in_headless_chromium(tmp_path, real_prompt):
     assert (lower.max(axis=2) < 80).sum() > 1000
     keep = Path(tempfile.gettempdir()) / "sovtp-preview-screenshot.png"
     shutil.copy(shot, keep)  # for a person to look at after the run
+
+
+def test_previewing_again_into_the_same_folder_leaves_no_stale_files(tmp_path, real_prompt):
+    """A second `sovtp prompt` with other settings (fewer images, no JSON answer, no
+    --html) into the same --out: the folder then shows the second prompt only."""
+    from dataclasses import replace
+
+    prompt, cues = real_prompt
+    four = replace(prompt, parts=prompt.parts + tuple(p for p in prompt.parts if p in prompt.images) * 3)
+    first = write_preview(tmp_path, "item", four, cues, html=True)
+    assert {p.name for p in first} >= {"image_04.png", "answer_schema.json", "preview.html"}
+    (tmp_path / "item" / "notes.md").write_text("mine")  # not ours: kept
+    plain = replace(prompt, answer_schema=None)
+    second = write_preview(tmp_path, "item", plain, cues)
+    assert sorted(p.name for p in (tmp_path / "item").iterdir()) == sorted([*(p.name for p in second), "notes.md"])
