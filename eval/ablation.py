@@ -498,7 +498,7 @@ def ablate(
     # --report-only scores the records the run made: with the answer keys that run stored
     # in plan.json (model, frames, labels...), so the options need not be repeated
     stored = _stored_answer_keys(out_dir) if not run else {}
-    if run or not (out_dir / "plan.json").exists():
+    if run:  # a report-only pass never writes the plan: its options may not be the run's
         write_json_atomic(
             out_dir / "plan.json",
             {
@@ -514,6 +514,14 @@ def ablate(
     summary, scores, records = summarize(
         items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None
     )
+    if not run and not any(records.values()):
+        where = (
+            "plan.json has no stored settings (an ablation from an older sovtp)" if not stored else "plan.json's settings match no record"
+        )
+        raise AblationError(
+            f"--report-only found no results in {out_dir / 'results'} made with these settings ({where}); "
+            "repeat the run's --model, --frames, --labels and other options, or rerun the ablation"
+        )
     shown = collect_examples(items, variants, records, summary, out_dir, examples)
     # --report-only: the model and settings are those of the run that made the results
     previous = _previous_manifest(out_dir) if not run else {}

@@ -4,6 +4,7 @@ the backends' local-server conveniences."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlparse
 
 
@@ -22,23 +23,35 @@ def is_loopback_url(url: str | None) -> bool:
     return bool(url) and is_loopback_host(urlparse(url).hostname or "")
 
 
-# Query parameters that carry secrets in some gateways (Azure's api-key, signed URLs).
-_SECRET_PARAMS = ("key", "token", "secret", "sig", "password", "auth")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d*)?(?=[/?#;]|$)")
+# Parameters (query, fragment or ;params) whose names say they carry a secret.
+_SECRET_PARAM = re.compile(r"([?&#;][^=&#;?]*(?:key|token|secret|sig|pass|pwd|auth|cred)[^=&#;?]*=)[^&#;?]*", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def redact_url(url: str | None) -> str:
-    """``url`` safe to print or write: ``user:password@`` dropped and the values of
-    query parameters named like secrets (``api-key``, ``token``, ``sig``...) replaced by
-    ``***``. Every message, log line, manifest and stat that names an endpoint goes
-    through here; only the HTTP client ever sees the URL as given."""
+    """``url`` safe to print or write: credentials (``user:password@``, even with a
+    ``/``, ``#`` or ``?`` in the password, with or without a scheme) dropped, and the
+    values of parameters named like secrets (``api-key``, ``token``, ``sig``, ``pwd``...)
+    replaced by ``***``. Every message, log line, manifest and stat that names an
+    endpoint goes through here; only the HTTP client ever sees the URL as given.
+
+    The credentials end at the last ``@`` followed by a host[:port]; when a path holds
+    an ``@`` too, more than the credentials may be hidden, never less."""
     if not url:
         return ""
-    from urllib.parse import parse_qsl, urlencode
+    scheme = _SCHEME.match(url)
+    head = scheme.group(0) if scheme else ""
+    rest = url[len(head) :]
+    for at in reversed([i for i, ch in enumerate(rest) if ch == "@"]):
+        if _HOST_PORT.match(rest, at + 1):
+            rest = rest[at + 1 :]
+            break
+    return head + _SECRET_PARAM.sub(lambda m: m.group(1) + "***", rest)
 
-    parsed = urlparse(url)
-    netloc = parsed.netloc.rsplit("@", 1)[-1]
-    query = parsed.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in pairs], safe="*")
-    return parsed._replace(netloc=netloc, query=query).geturl()
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url` (error texts of
+    HTTP libraries quote the URL they failed on)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)

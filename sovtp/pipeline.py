@@ -24,7 +24,7 @@ from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
-from sovtp.net import redact_url
+from sovtp.net import redact_url, scrub_urls
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
 from sovtp.video import DECODER_VERSION, MediaError, read_clip
@@ -355,7 +355,8 @@ async def answer_prompts(backend, prompts: list[Prompt], mode, sampling, backend
     try:
         answers = await backend.answer(prompts, mode, sampling)
     except Exception as exc:
-        return [Answer(mode=mode, error=f"backend {backend_name} failed: {type(exc).__name__}: {exc}") for _ in prompts]
+        scrub = getattr(backend, "scrub", scrub_urls)  # the API key, and credentials in any quoted URL
+        return [Answer(mode=mode, error=scrub(f"backend {backend_name} failed: {type(exc).__name__}: {exc}")) for _ in prompts]
     if len(answers) != len(prompts):
         return [
             Answer(mode=mode, error=f"backend {backend_name} returned {len(answers)} answers for {len(prompts)} prompts") for _ in prompts

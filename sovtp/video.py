@@ -210,22 +210,34 @@ class PacketIndex:
 
     pts: tuple[int, ...]
     keyframe: tuple[bool, ...]
-    display: tuple[int, ...]  # display-order index of each packet
+    # display-order index of each packet's frame; -1 for a packet the container marks
+    # discarded (an edit list's pre-roll: decoded, as others predict from it, never shown)
+    display: tuple[int, ...]
 
     @property
     def total(self) -> int:
-        return len(self.pts)
+        """Frames shown (what a plain decode outputs)."""
+        return sum(1 for d in self.display if d >= 0)
 
     def decode_position(self) -> dict[int, int]:
         """display index -> decode position."""
-        return {d: q for q, d in enumerate(self.display)}
+        return {d: q for q, d in enumerate(self.display) if d >= 0}
+
+    def shown_pts(self) -> list[int]:
+        """Presentation times of the shown frames, in display order."""
+        return sorted(p for p, d in zip(self.pts, self.display, strict=True) if d >= 0)
 
 
 def packet_index(container, stream) -> PacketIndex | None:
     """The stream's packet index, or None when the container's timestamps cannot name
-    frames (a missing or repeated presentation time: some AVI and raw streams)."""
+    frames in display order: a missing or repeated presentation time (raw streams), or
+    times that merely count packets in decode order while the codec reorders frames
+    (AVI stores no presentation times; FFmpeg numbers its packets)."""
+    if "avi" in (container.format.name or "").split(","):
+        return None
     pts: list[int] = []
     key: list[bool] = []
+    discard: list[bool] = []
     for packet in container.demux(stream):
         if packet.size == 0:  # the demuxer's end-of-stream marker
             continue
@@ -233,10 +245,14 @@ def packet_index(container, stream) -> PacketIndex | None:
             return None
         pts.append(int(packet.pts))
         key.append(bool(packet.is_keyframe))
-    if not pts or len(set(pts)) != len(pts) or not key[0]:
+        discard.append(bool(getattr(packet, "is_discard", False)))
+    if not pts or len(set(pts)) != len(pts) or not key[0] or all(discard):
         return None
-    rank = {p: i for i, p in enumerate(sorted(pts))}
-    return PacketIndex(tuple(pts), tuple(key), tuple(rank[p] for p in pts))
+    if stream.codec_context.has_b_frames and len(pts) > 2 and all(a < b for a, b in zip(pts, pts[1:], strict=False)):
+        return None  # a reordering codec whose times never go back: they are decode-order numbers
+    shown = sorted(p for p, d in zip(pts, discard, strict=True) if not d)
+    rank = {p: i for i, p in enumerate(shown)}
+    return PacketIndex(tuple(pts), tuple(key), tuple(-1 if d else rank[p] for p, d in zip(pts, discard, strict=True)))
 
 
 # Decoding through a seek costs a decoder flush; jump only when it skips more packets.
@@ -248,7 +264,9 @@ def decode_plan(index: PacketIndex, wanted: Sequence[int]) -> list[tuple[int, in
     each run starts at a keyframe; a new run (a seek) begins where jumping to the wanted
     frame's own keyframe skips at least ``SEEK_SAVES_AT_LEAST`` packets that continuing
     would decode. A keyframe is a valid start only for frames at or after it in display
-    order (open-GOP leading pictures may reference the previous group)."""
+    order (open-GOP leading pictures may reference the previous group), so a run that
+    takes in a leading picture starts at that picture's keyframe, merging with the runs
+    before it where they then overlap."""
     where = index.decode_position()
     keys = [q for q, k in enumerate(index.keyframe) if k]
     runs: list[tuple[int, int]] = []
@@ -256,7 +274,12 @@ def decode_plan(index: PacketIndex, wanted: Sequence[int]) -> list[tuple[int, in
         shown = index.display[d]
         start = max((k for k in keys if k <= d and index.display[k] <= shown), default=0)
         if runs and start <= runs[-1][1] + SEEK_SAVES_AT_LEAST:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], d))
+            first, last = min(runs[-1][0], start), max(runs[-1][1], d)
+            runs.pop()
+            while runs and first <= runs[-1][1] + SEEK_SAVES_AT_LEAST:
+                first, last = min(runs[-1][0], first), max(runs[-1][1], last)
+                runs.pop()
+            runs.append((first, last))
         else:
             runs.append((start, d))
     return runs
@@ -277,7 +300,8 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
     if index is None:
         return None
     wanted = uniform_positions(index.total, n)
-    wanted_pts = {sorted(index.pts)[i]: i for i in wanted}
+    shown = index.shown_pts()
+    wanted_pts = {shown[i]: i for i in wanted}
     decode_pos = {p: q for q, p in enumerate(index.pts)}
     ctx = stream.codec_context
     skipping = "DEFAULT"
@@ -322,15 +346,27 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
     return [Frame(position=p, index=f.index, timestamp=f.timestamp, image=f.image) for p, f in enumerate(frames)], index.total
 
 
+# AVColorSpace values OpenCV's I420 converter matches: unspecified, BT470BG, SMPTE170M.
+BT601_COLORSPACES = frozenset({2, 5, 6})
+
+
 def _to_rgb(frame, tw: int, th: int) -> np.ndarray:
     """RGB pixels of a decoded frame at ``tw`` x ``th``.
 
     The common case (limited-range 4:2:0 at its own size: nearly every H.264 file) goes
     through OpenCV's I420 converter, about 3x faster than swscale on a freshly decoded
-    frame here (0.3 against 0.7-1.1 ms at 640x360); both apply the same BT.601
-    limited-range matrix (they differ by rounding, at most a few levels). Anything else
-    (full range, other chroma layouts, odd sizes, downscaling) is swscale's job."""
-    if frame.format.name == "yuv420p" and frame.color_range != 2 and (tw, th) == (frame.width, frame.height) and tw % 2 == th % 2 == 0:
+    frame here (0.3 against 0.7-1.1 ms at 640x360). OpenCV always applies the BT.601
+    limited-range matrix, so only frames tagged BT.601 or untagged (swscale's default
+    then is BT.601 too) take it; they differ from swscale by rounding, a few levels at
+    most. Anything else (BT.709-tagged HD and phone video, full range, other chroma
+    layouts, odd sizes, downscaling) is swscale's job, which follows the tag."""
+    if (
+        frame.format.name == "yuv420p"
+        and frame.color_range != 2  # not full range
+        and frame.colorspace in BT601_COLORSPACES
+        and (tw, th) == (frame.width, frame.height)
+        and tw % 2 == th % 2 == 0
+    ):
         import cv2  # noqa: PLC0415  (lazy: `import sovtp` stays light)
 
         rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
@@ -339,16 +375,46 @@ def _to_rgb(frame, tw: int, th: int) -> np.ndarray:
     return _upright(rgb, frame)
 
 
+# The eight display matrices of 90-degree turns and mirrors (a, b, c, d signs of the
+# 2x2 part, FFmpeg's 16.16 layout) -> (np.rot90 turns, then mirror left-right). Checked
+# against FFmpeg's own autorotate rules (fftools: transpose / hflip / vflip) and
+# PyAV's set_display_rotation(degrees, hflip, vflip) for all 16 combinations.
+_DISPLAY_OPS: dict[tuple[int, int, int, int], tuple[int, bool]] = {
+    (1, 0, 0, 1): (0, False),
+    (0, -1, 1, 0): (1, False),
+    (-1, 0, 0, -1): (2, False),
+    (0, 1, -1, 0): (3, False),
+    (-1, 0, 0, 1): (0, True),
+    (0, -1, -1, 0): (1, True),
+    (1, 0, 0, -1): (2, True),
+    (0, 1, 1, 0): (3, True),
+}
+
+
+def _display_op(frame) -> tuple[int, bool]:
+    """(turns, mirror) that show ``frame`` as players do, from its display matrix."""
+    for data in frame.side_data or ():
+        if getattr(data.type, "name", "") == "DISPLAYMATRIX":
+            m = np.frombuffer(bytes(data), dtype="<i4")
+            if m.size >= 5:
+                signs = tuple(int(np.sign(round(int(v) / 65536))) for v in (m[0], m[1], m[3], m[4]))
+                return _DISPLAY_OPS.get(signs, (0, False))  # an arbitrary angle: left as stored
+    return 0, False
+
+
 def _upright(rgb: np.ndarray, frame) -> np.ndarray:
     """The frame as players show it. Phones store portrait video as landscape pixels
-    plus a display matrix ("rotate 90"); without applying it every face lies on its side
-    in the prompt, posture rules read a lying person and the vision LLM sees the scene
-    turned. ``frame.rotation`` is the counter-clockwise angle of that matrix."""
+    plus a display matrix (a turn, sometimes a mirror: front cameras); without applying
+    it every face lies on its side in the prompt, posture rules read a lying person and
+    the vision LLM sees the scene turned."""
     try:
-        turns = round(float(frame.rotation) / 90) % 4
+        turns, mirror = _display_op(frame)
     except (AttributeError, TypeError, ValueError):
         return rgb
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    if not turns and not mirror:
+        return rgb
+    out = np.rot90(rgb, turns)
+    return np.ascontiguousarray(out[:, ::-1] if mirror else out)
 
 
 def _sample_sequential(path: Path, container, stream, n: int, tw: int, th: int) -> list[Frame]:

@@ -216,3 +216,28 @@ def test_report_only_reads_the_runs_settings_from_plan_json_and_bootstrap_0_has_
     assert len(deltas) == 3 and all(d["war"]["ci95"] is None for d in deltas)
     assert "nan" not in res.output.lower()
     assert json.loads((out / "plan.json").read_text()) == json.loads(json.dumps(plan, default=str))  # the run's plan is kept
+
+
+def test_report_only_without_matching_results_says_so_and_writes_no_plan(synthetic):
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    items, variants, preds, faces, out = synthetic
+    manifest = out / "labels.csv"
+    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    args = [
+        "ablate",
+        str(manifest),
+        "--grid",
+        "visual=none,numbered",
+        "--grid",
+        "template=direct,sovtp",
+        "--out",
+        str(out),
+        "--report-only",
+    ]
+    res = CliRunner().invoke(app, [*args, "--model", "other-model"])  # no plan.json; the results were made with --model m
+    assert res.exit_code == 1 and "found no results" in " ".join(res.output.split())
+    assert not (out / "plan.json").exists()  # a report-only pass never writes the plan
+    assert CliRunner().invoke(app, [*args, "--model", "m", "--bootstrap", "0"]).exit_code == 0  # the run's options: found

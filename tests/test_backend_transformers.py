@@ -128,3 +128,22 @@ def test_prefix_cached_scores_equal_full_sequences_with_images(backend, media):
     scores = backend.score_labels(context, images, labels)
     assert backend._prefix_scoring  # the fast path ran, no fallback
     assert math.isclose(sum(scores.values()), 1.0, rel_tol=1e-6)
+
+
+def test_prefix_scores_stay_exact_after_other_prompts(backend, media):
+    """Qwen2.5-VL keeps position offsets from its last prompt: a text-only context
+    scored after an image prompt, or after a batched generate, must not inherit them."""
+    labels = ["schadenfreude", "bewilderment", "happy", "sad"]
+    tok = backend._proc.tokenizer
+    label_ids = [tok(" " + lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    image_prompt, text_prompt = prompts(media)[3], prompts(media)[4]
+    chats = [backend._chat_text(p) for p in (image_prompt, text_prompt, image_prompt)]
+    backend._label_logprobs_prefix(backend._inputs([chats[0][0] + "\nFinal answer:"], [chats[0][1]]), label_ids)
+    text_ctx = backend._inputs([chats[1][0] + "\nFinal answer:"], [[]])
+    assert backend._label_logprobs_prefix(text_ctx, label_ids) == pytest.approx(backend._label_logprobs_full(text_ctx, label_ids), abs=1e-4)
+    backend._generate([c[0] for c in chats], [c[1] for c in chats], Sampling(max_tokens=2))  # leaves 3-row offsets
+    image_ctx = backend._inputs([chats[0][0] + "\nFinal answer:"], [chats[0][1]])
+    assert backend._label_logprobs_prefix(image_ctx, label_ids) == pytest.approx(
+        backend._label_logprobs_full(image_ctx, label_ids), abs=1e-4
+    )
+    assert backend._prefix_scoring

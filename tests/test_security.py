@@ -282,6 +282,10 @@ def test_credentials_in_the_base_url_reach_no_message_or_file(media: Path, tmp_p
     from sovtp.net import redact_url
 
     assert redact_url("http://alice:hunter2@10.0.0.1:8000/v1?api-key=s3cr3t&x=1") == "http://10.0.0.1:8000/v1?api-key=***&x=1"
+    assert redact_url("http://alice:hun/ter#2@gpu-box:8000/v1") == "http://gpu-box:8000/v1"  # a password with / and #
+    assert redact_url("alice:hunter2@gpu-box:8000/v1") == "gpu-box:8000/v1"  # no scheme
+    assert redact_url("https://h/v1#token=abc;sig=def") == "https://h/v1#token=***;sig=***"
+    assert redact_url("http://[::1]:8000/v1?model=m") == "http://[::1]:8000/v1?model=m"
     inputs = tmp_path / "in"
     varied_images(media / "single_face.jpg", inputs, 2)
     env = sovtp_env(tmp_path, OPENAI_API_KEY=KEY)
@@ -289,6 +293,11 @@ def test_credentials_in_the_base_url_reach_no_message_or_file(media: Path, tmp_p
     dead = subprocess.run([SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", f"http://alice:hunter2@127.0.0.1:{dead_port()}/v1",
                            "--out", str(tmp_path / "dead.jsonl"), "--max-retries", "0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert dead.returncode == 1 and "Cannot reach" in dead.stderr and "127.0.0.1" in dead.stderr
+    # a password with a "/" makes the URL unparsable for the HTTP client: one sentence, no password
+    odd = subprocess.run([SOVTP, "run", str(inputs), "--backend", "openai", "--base-url", "http://alice:hun/ter2@10.255.255.1:8000/v1",
+                          "--out", str(tmp_path / "odd.jsonl"), "--max-retries", "0", "--timeout", "2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert odd.returncode == 1 and "10.255.255.1" in odd.stderr and "Traceback" not in odd.stderr
+    assert "hun/ter2" not in odd.stdout + odd.stderr and "ter2" not in odd.stdout + odd.stderr
     with FaultServer() as server:
         plain = server.base_url
         url = plain.replace("http://", "http://alice:hunter2@")

@@ -103,12 +103,13 @@ def _plain_decode(path: Path, indices: list[int]) -> dict[int, tuple[np.ndarray,
     return out
 
 
-@pytest.mark.parametrize("name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4"])
+@pytest.mark.parametrize("name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "no_face.mp4"])
 @pytest.mark.parametrize("n", [1, 5, 16])
 def test_seeking_and_frame_skipping_change_no_pixel(media: Path, name: str, n: int):
     """read_clip seeks to keyframes and skips non-reference frames it does not need; the
     frames it returns are bit-identical to a plain decode of every frame (same indices,
-    same timestamps, same pixels)."""
+    same timestamps, same pixels). no_face.mp4 has an edit list: 3 of its 98 packets are
+    decoded but never shown, so frame numbers count the 95 shown frames."""
     clip = read_clip(media / name, num_frames=n)
     total = clip.frame_count
     assert total and [f.index for f in clip.frames] == uniform_positions(total, n)
@@ -134,12 +135,16 @@ def test_decode_plan_seeks_only_where_it_saves_decoding():
     display[72], display[73] = 73, 72
     leading = PacketIndex(pts=tuple(range(n)), keyframe=index.keyframe, display=tuple(display))
     assert decode_plan(leading, [72]) == [(0, 73)]
+    # ... also when a run from keyframe 72 is already planned: that run must start earlier
+    assert decode_plan(leading, [74, 72]) == [(0, 74)]
+    assert decode_plan(leading, [14, 74, 72]) == [(0, 74)]
 
 
 CODEC_CASES = [
     ("vp9.webm", "libvpx-vp9", "yuv420p", {"g": "30"}),
     ("vp8-altref.webm", "libvpx", "yuv420p", {"g": "30", "auto-alt-ref": "1", "lag-in-frames": "16"}),
     ("mpeg4-bframes.avi", "mpeg4", "yuv420p", {"g": "30", "bf": "2"}),
+    ("h264-bframes.avi", "libx264", "yuv420p", {"g": "12", "bf": "3"}),  # AVI: packet times in decode order
     ("mjpeg-fullrange.avi", "mjpeg", "yuvj420p", {}),
     ("h264.mkv", "libx264", "yuv420p", {"g": "20", "bf": "3"}),
     ("h264-open-gop.mp4", "libx264", "yuv420p", {"g": "25", "bf": "3", "x264-params": "open-gop=1"}),
@@ -173,28 +178,65 @@ def test_planned_decoding_is_exact_across_codecs(tmp_path: Path, name: str, code
         assert all(np.array_equal(f.image, ref[f.index][0]) for f in clip.frames)
 
 
-@pytest.mark.parametrize("rotation", [90, -90, 180])
-def test_phone_video_rotation_is_applied(media: Path, tmp_path: Path, rotation: int):
-    """A portrait phone video stores landscape pixels plus a display matrix; frames come
-    back as players show them (upright), and the clip's size is the displayed size."""
+@pytest.mark.parametrize(
+    "rotation, hflip, vflip",
+    [(90, False, False), (-90, False, False), (180, False, False), (0, True, False), (0, False, True), (90, True, False)],
+)
+def test_phone_video_rotation_is_applied(media: Path, tmp_path: Path, rotation: int, hflip: bool, vflip: bool):
+    """A portrait phone video stores landscape pixels plus a display matrix (a turn,
+    sometimes a mirror: front cameras); frames come back as players show them, and the
+    clip's size is the displayed size. Expected picture: PyAV's documented meaning of
+    set_display_rotation (turn counter-clockwise, then mirror), which is FFmpeg's."""
     import av
 
     with av.open(str(media / "single_face.mp4")) as src:
-        upright = [f.to_ndarray(format="rgb24") for _, f in zip(range(24), src.decode(video=0), strict=False)]
-    turns = {90: -1, -90: 1, 180: 2}[rotation]  # stored = upright turned the other way
-    path = tmp_path / f"phone{rotation}.mp4"
+        stored = [f.to_ndarray(format="rgb24") for _, f in zip(range(24), src.decode(video=0), strict=False)]
+    path = tmp_path / f"phone{rotation}{int(hflip)}{int(vflip)}.mp4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=30)
-        stream.height, stream.width = np.rot90(upright[0], turns).shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.set_display_rotation(rotation)
-        for image in upright:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(image, turns)), format="rgb24")):
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
+        for image in stored:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+    def shown(image: np.ndarray) -> np.ndarray:
+        image = np.rot90(image, (rotation // 90) % 4)
+        image = image[:, ::-1] if hflip else image
+        return image[::-1] if vflip else image
+
     clip = read_clip(path, num_frames=6)
-    assert (clip.width, clip.height) == (640, 360)
+    size = (360, 640) if rotation % 180 else (640, 360)
+    assert (clip.width, clip.height) == size
     for f in clip.frames:
-        assert f.image.shape == (360, 640, 3) and f.image.flags["C_CONTIGUOUS"]
-        assert np.abs(f.image.astype(int) - upright[f.index]).mean() < 4  # same picture, H.264 losses only
+        assert f.image.shape == (size[1], size[0], 3) and f.image.flags["C_CONTIGUOUS"]
+        assert np.abs(f.image.astype(int) - shown(stored[f.index])).mean() < 4  # same picture, H.264 losses only
+
+
+def test_bt709_tagged_frames_are_converted_with_their_own_matrix(tmp_path: Path):
+    """HD and phone video is tagged BT.709: its RGB must follow the tag (swscale), not
+    OpenCV's fixed BT.601 matrix, which shifts saturated colours by tens of levels."""
+    import av
+
+    from sovtp.video import _to_rgb
+
+    path = tmp_path / "bt709.mp4"
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.colorspace = 1  # BT.709
+        stream.codec_context.color_primaries = 1
+        stream.codec_context.color_trc = 1
+        for _ in range(3):
+            image = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.colorspace == 1
+        assert np.array_equal(_to_rgb(frame, 320, 240), frame.to_ndarray(format="rgb24"))

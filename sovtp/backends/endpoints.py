@@ -28,7 +28,7 @@ from typing import Any
 
 from sovtp.backends.base import Capabilities, Sampling
 from sovtp.errors import UserError
-from sovtp.net import redact_url
+from sovtp.net import redact_url, scrub_urls
 from sovtp.types import Answer, DecodingMode, Prompt
 
 # How OpenAIBackend words a request that failed after its retries, by cause.
@@ -253,7 +253,7 @@ class EndpointPool:
                 try:
                     [ans] = await ep.backend.answer([prompt], mode, sampling)
                 except Exception as exc:  # a transport bug must not lose the request
-                    ans = Answer(mode=mode, error=f"request failed after 0 retries (last: {type(exc).__name__}: {exc})")
+                    ans = Answer(mode=mode, error=scrub_urls(f"request failed after 0 retries (last: {type(exc).__name__}: {exc})"))
             finally:
                 await self._release(ep)
             retries += ans.retries + (1 if attempt else 0)

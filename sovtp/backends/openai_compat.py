@@ -25,7 +25,7 @@ from typing import Any
 from sovtp.backends.base import Capabilities, Sampling
 from sovtp.backends.messages import openai_messages, prompt_schema
 from sovtp.errors import UserError
-from sovtp.net import is_loopback_url, redact_url
+from sovtp.net import is_loopback_url, redact_url, scrub_urls
 from sovtp.types import Answer, DecodingMode, Prompt, Usage
 
 _RETRY_STATUS = {408, 409, 425, 429}
@@ -127,6 +127,7 @@ class OpenAIBackend:
         the base URL, where an error text quotes it, without its credentials."""
         if self.base_url and self.base_url in text:
             text = text.replace(self.base_url, redact_url(self.base_url))
+        text = scrub_urls(text)
         key = self.__key
         if key and key != "EMPTY" and len(key) >= 6:
             text = text.replace(key, "***")
@@ -154,9 +155,12 @@ class OpenAIBackend:
                 limits=httpx.Limits(max_connections=self.concurrency + 4, max_keepalive_connections=self.concurrency + 4),
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             )
-            self._client = AsyncOpenAI(
-                api_key=self._require_key(), base_url=self.base_url, max_retries=0, timeout=self.timeout, http_client=http
-            )
+            key = self._require_key()
+            try:
+                self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout, http_client=http)
+            except Exception as exc:  # e.g. httpx.InvalidURL, whose text may quote part of a password
+                where = redact_url(self.base_url) or "api.openai.com"
+                raise UserError(f"Cannot use the base URL {where} ({type(exc).__name__}); fix --base-url / OPENAI_BASE_URL.") from None
         return self._client
 
     async def check(self) -> None:
@@ -179,6 +183,8 @@ class OpenAIBackend:
             raise UserError(f"The server at {where} rejected the API key (HTTP 401); check OPENAI_API_KEY.") from None
         except openai.APIStatusError:
             data = []  # some servers have no /models; the chat endpoint may still work
+        except Exception as exc:  # e.g. httpx.InvalidURL: its text may quote the URL's password
+            raise UserError(f"Cannot use the base URL {where} ({type(exc).__name__}); fix --base-url / OPENAI_BASE_URL.") from None
         if self.server == "auto":
             self.server = "vllm" if any(getattr(m, "owned_by", "") == "vllm" for m in data) else "openai"
         if not self.model:

@@ -205,7 +205,9 @@ class TransformersBackend:
         if self._prefix_scoring:
             try:
                 totals = self._label_logprobs_prefix(ctx, label_ids)
-            except Exception:  # an architecture that cannot continue a repeated cache
+            except Exception as exc:  # an architecture that cannot continue a repeated cache
+                if "OutOfMemory" in type(exc).__name__:
+                    raise  # memory, not the architecture: the full path needs more still
                 self._prefix_scoring = False
         if totals is None:
             totals = self._label_logprobs_full(ctx, label_ids)
@@ -225,6 +227,7 @@ class TransformersBackend:
         start = int(ctx["input_ids"].shape[1])
         pad = self._proc.tokenizer.pad_token_id
         rows = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in label_ids], device=ctx["input_ids"].device)
+        self._forget_positions()
         with torch.inference_mode():
             first = self._model(**ctx, use_cache=True)
             head = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
@@ -238,6 +241,15 @@ class TransformersBackend:
                 for r, ids in enumerate(label_ids):
                     totals[r] += sum(float(logprobs[r, j - 1, t]) for j, t in enumerate(ids) if j > 0)
         return totals
+
+    def _forget_positions(self) -> None:
+        """Drop the position offsets a multimodal-RoPE model (Qwen2-VL, Qwen2.5-VL) keeps
+        from its last prompt. The continuation forward reuses them; left over from an
+        earlier prompt (a text-only context computes none) or from a batch of another
+        size, they would shift or break the label tokens' positions."""
+        for module in (self._model, getattr(self._model, "model", None)):
+            if module is not None and getattr(module, "rope_deltas", None) is not None:
+                module.rope_deltas = None
 
     def _label_logprobs_full(self, ctx: Any, label_ids: list[list[int]]) -> list[float]:
         """The same sums from one batch of full sequences (context + label), the context's
