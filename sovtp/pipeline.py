@@ -103,11 +103,11 @@ class RunConfig:
         d["labels"] = {"name": self.labels.name, "labels": list(self.labels.labels)}
         d["include_cues"] = sorted(self.include_cues) if self.include_cues is not None else None
         options = {k: v for k, v in self.backend_options.items() if "key" not in k.lower() and "token" not in k.lower()}
-        for name in ("base_url", "base_urls"):  # user:password@ or ?api-key= must not reach a file
-            if isinstance(options.get(name), str):
-                options[name] = redact_url(options[name])
-            elif isinstance(options.get(name), list | tuple):
-                options[name] = [redact_url(u) for u in options[name]]
+        urls = options.get("base_url")  # one URL or several (failover); user:password@ or ?api-key= must not reach a file
+        if isinstance(urls, str):
+            options["base_url"] = redact_url(urls)
+        elif isinstance(urls, list | tuple):
+            options["base_url"] = [redact_url(u) for u in urls]
         d["backend_options"] = options
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         return d

@@ -164,7 +164,8 @@ class FaceObservation(BaseModel):
     _points: tuple[Any, np.ndarray] | None = PrivateAttr(default=None)
 
     def landmark_array(self) -> np.ndarray | None:
-        return None if self.landmarks is None else np.asarray(self.landmarks, dtype=np.float32)
+        points = self.points()
+        return None if points is None else points.astype(np.float32)
 
     def points(self) -> np.ndarray | None:
         """The landmarks as a float64 N x 3 array. The mesh extractor leaves the array it
