@@ -413,7 +413,7 @@ class GeometricAUs:
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         aus: dict[int, FaceAUs] = {}
         for track in cues.faces:
-            meshes = {o.position: o.points() for o in track.observations if o.landmarks}
+            meshes = {o.position: np.asarray(o.landmarks, dtype=np.float64) for o in track.observations if o.landmarks}
             if meshes:
                 aus[track.id] = face_aus(track.id, meshes, self.percentile)
         return Cues(aus=aus)

@@ -49,11 +49,6 @@ class MediapipeMesh:
 
     def mesh(self, image: np.ndarray, box: Box) -> list[tuple[float, float, float]] | None:
         """The mesh of the face in ``box`` of the RGB frame ``image``, full-frame pixels."""
-        points = self.mesh_points(image, box)
-        return None if points is None else [tuple(p) for p in points.tolist()]
-
-    def mesh_points(self, image: np.ndarray, box: Box) -> np.ndarray | None:
-        """:meth:`mesh` as an N x 3 float64 array (rounded to 0.01 px, as stored)."""
         height, width = image.shape[:2]
         region = square_crop_box(box, self.crop_scale, width, height)
         pixels, ox, oy = crop(image, region)
@@ -80,7 +75,7 @@ class MediapipeMesh:
         mx, my = best[:, 0].mean(), best[:, 1].mean()
         if not (box.x1 <= mx <= box.x2 and box.y1 <= my <= box.y2):
             return None
-        return np.round(best, 2)
+        return [tuple(p) for p in np.round(best, 2).tolist()]
 
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         frames = {f.position: f for f in clip.frames}
@@ -89,11 +84,8 @@ class MediapipeMesh:
             observations: list[FaceObservation] = []
             for obs in track.observations:
                 frame = frames.get(obs.position)
-                points = self.mesh_points(frame.image, obs.box) if frame is not None else None
-                if points is None:
-                    observations.append(obs.model_copy(update={"landmarks": None}))
-                else:
-                    observations.append(obs.with_points([tuple(p) for p in points.tolist()], points))
+                marks = self.mesh(frame.image, obs.box) if frame is not None else None
+                observations.append(obs.model_copy(update={"landmarks": marks}))
             tracks.append(track.model_copy(update={"observations": observations}))
         # Cues.merged replaces faces wholesale, so every track is returned, meshed or not.
         return Cues(faces=tracks)

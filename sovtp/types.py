@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 # --------------------------------------------------------------------------- geometry
 
@@ -160,36 +160,9 @@ class FaceObservation(BaseModel):
     box: Box
     score: float = 1.0
     landmarks: list[tuple[float, float, float]] | None = None
-    # (the landmarks list it was made from, its float64 array): see points()
-    _points: tuple[Any, np.ndarray] | None = PrivateAttr(default=None)
 
     def landmark_array(self) -> np.ndarray | None:
-        points = self.points()
-        return None if points is None else points.astype(np.float32)
-
-    def points(self) -> np.ndarray | None:
-        """The landmarks as a float64 N x 3 array. The mesh extractor leaves the array it
-        made the tuples from (``with_points``), so the AU estimator need not rebuild it
-        from 478 tuples per face and frame (0.2 ms); the array is used only while
-        ``landmarks`` is still the very list it was made with."""
-        if self.landmarks is None:
-            return None
-        if self._points is not None and self._points[0] is self.landmarks:
-            return self._points[1]
-        return np.asarray(self.landmarks, dtype=np.float64)
-
-    def __eq__(self, other: object) -> bool:
-        # the remembered array is a derived speed-up, not part of the observation: fresh
-        # cues and the same cues loaded from the cue cache are equal
-        if not isinstance(other, FaceObservation):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    def with_points(self, landmarks: list[tuple[float, float, float]], points: np.ndarray) -> FaceObservation:
-        """A copy with ``landmarks`` set, remembering ``points`` (their exact float64 values)."""
-        out = self.model_copy(update={"landmarks": landmarks})
-        out._points = (landmarks, points)
-        return out
+        return None if self.landmarks is None else np.asarray(self.landmarks, dtype=np.float32)
 
 
 class FaceTrack(BaseModel):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -342,8 +342,7 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
         ctx.skip_frame = "DEFAULT"
     if len(got) != len(wanted):
         return None
-    frames = [got[i] for i in sorted(got)]
-    return [Frame(position=p, index=f.index, timestamp=f.timestamp, image=f.image) for p, f in enumerate(frames)], index.total
+    return [replace(got[i], position=p) for p, i in enumerate(sorted(got))], index.total
 
 
 # AVColorSpace values OpenCV's I420 converter matches: unspecified, BT470BG, SMPTE170M.

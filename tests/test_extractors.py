@@ -208,18 +208,12 @@ def test_landmark_wire_shortcut_equals_the_attribute_path():
 
 
 def test_aus_from_fresh_meshes_equal_aus_from_cached_cues(media: Path):
-    """The mesh extractor hands its float arrays to the AU estimator (FaceObservation.
-    points); cues loaded from the JSON cue cache have only the tuples. Both must give
-    the same AUs, and a replaced landmarks list must never reuse the old array."""
+    """Cues loaded from the JSON cue cache give the same AUs as the fresh meshes."""
     from sovtp.types import Cues
     from sovtp.video import read_clip
 
     clip = read_clip(media / "single_face.mp4", num_frames=4)
     meshed = run_extractors(clip, [MediapipeFaces(), MediapipeMesh()]).cues
-    obs = meshed.faces[0].observations[0]
-    assert obs._points is not None and obs.points() is obs._points[1]
     reloaded = Cues.model_validate(meshed.model_dump(mode="json"))
-    assert reloaded.faces[0].observations[0]._points is None
+    assert reloaded == meshed
     assert GeometricAUs().extract(clip, meshed).aus == GeometricAUs().extract(clip, reloaded).aus
-    moved = obs.model_copy(update={"landmarks": [(x + 1.0, y, z) for x, y, z in obs.landmarks]})
-    assert np.array_equal(moved.points(), obs.points() + np.array([1.0, 0.0, 0.0]))
