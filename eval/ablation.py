@@ -462,6 +462,26 @@ def _stored_answer_keys(out_dir: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def stored_labels(out_dir: Path | str) -> LabelSet | None:
+    """The label set an ablation ran with, from its plan.json (None without one): what
+    ``--report-only`` must score with, whatever ``--labels`` says by default. Plans
+    written before they stored it name the labels in each variant's answer key."""
+    from sovtp.labels import BUILTIN_LABEL_SETS
+
+    try:
+        plan = json.loads((Path(out_dir) / "plan.json").read_text(encoding="utf-8"))
+        stored = plan.get("labels")
+        if isinstance(stored, dict):
+            ids = stored.get("ids")
+            return LabelSet(str(stored["name"]), tuple(stored["labels"]), tuple(ids) if ids else None)
+        words = next((tuple(v["answer_key"]["labels"]) for v in plan.get("variants", []) if "labels" in v.get("answer_key", {})), None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not words:
+        return None
+    return next((s for s in BUILTIN_LABEL_SETS.values() if s.labels == words), None) or LabelSet("custom", words)
+
+
 def _previous_manifest(out_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((out_dir / "report" / "manifest.json").read_text(encoding="utf-8"))
@@ -504,6 +524,11 @@ def ablate(
             {
                 "grid": dict(grid),
                 "baseline": base_variant.name,
+                "labels": {
+                    "name": base.labels.name,
+                    "labels": list(base.labels.labels),
+                    "ids": list(base.labels.ids) if base.labels.ids else None,
+                },
                 "variants": [
                     {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
                     for v in variants

@@ -231,6 +231,16 @@ def ablate_command(
     from sovtp.pipeline import DEFAULT_EXTRACTORS, RunConfig
 
     label_set = _labels(labels)
+    if report_only:  # score with the labels the run used (plan.json), not the default set
+        from sovtp.eval.ablation import stored_labels
+
+        ran_with = stored_labels(out_dir)
+        if ran_with is not None and labels is not None and ran_with.labels != label_set.labels:
+            raise typer.BadParameter(
+                f"--labels {labels!r} is not the label set this ablation ran with ({ran_with.name}: {', '.join(ran_with.labels)}); "
+                "drop --labels to use the run's"
+            )
+        label_set = ran_with or label_set
     if backend not in ("transformers", "openai", "vllm"):
         raise typer.BadParameter(f"--backend {backend!r} is not one of transformers, openai, vllm")
     if backend != "openai" and not model and not report_only:

@@ -27,7 +27,7 @@ from sovtp.labels import DFEW, LabelSet
 from sovtp.net import redact_url, scrub_urls
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
-from sovtp.video import DECODER_VERSION, MediaError, read_clip
+from sovtp.video import DECODER_VERSION, FramesChanged, MediaError, read_clip
 
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
 # Backend options that change what the model sees or computes (image detail, numeric
@@ -203,13 +203,15 @@ class Preparer:
         cfg = self.config
         return cfg.num_frames * (AU_PEAK_CANDIDATES if cfg.sampling == "au-peak" else 1)
 
-    def decode(self, path: Path, content_hash: str) -> Decoded:
+    def decode(self, path: Path, content_hash: str, background: bool = True) -> Decoded:
         """The decode stage alone, so that a second thread can decode the next clip while
-        this one's extractors run (PyAV and mediapipe both release the GIL)."""
+        this one's extractors run (PyAV and mediapipe both release the GIL). It returns at
+        the first frame: the rest decode while the face detector works on the first ones
+        (``read_clip(background=True)``); ``seconds`` is the time to that first frame."""
         t0 = time.perf_counter()
         try:
             clip: Clip | Exception = read_clip(
-                path, num_frames=self.frames_to_decode, max_side=self.config.max_side, content_hash=content_hash
+                path, num_frames=self.frames_to_decode, max_side=self.config.max_side, content_hash=content_hash, background=background
             )
         except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc
@@ -223,7 +225,16 @@ class Preparer:
             raise decoded.clip
         clip = decoded.clip
         n = self.frames_to_decode
-        report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=(n, cfg.max_side, DECODER_VERSION))
+        sampling_key = (n, cfg.max_side, DECODER_VERSION)
+        try:
+            report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key)
+            clip = replace(clip, frames=tuple(clip.frames))  # complete now: a plain tuple from here on
+        except FramesChanged:  # rare: the background decode fell back to other frames mid-way
+            redone = self.decode(path, content_hash, background=False)
+            if isinstance(redone.clip, Exception):
+                raise redone.clip from None
+            clip = redone.clip
+            report = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key)
         for name, secs in report.seconds.items():
             timings[f"extract.{name}"] = secs
             if name not in report.cache_hits and name in report.cues.ran:

@@ -11,6 +11,7 @@ carry pixels, cues carry measurements in pixel coordinates of the full frame.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,7 +113,10 @@ class Clip:
 
     path: Path
     content_hash: str
-    frames: tuple[Frame, ...]
+    # A tuple, or a :class:`sovtp.video.FrameFeed` still being filled by a background
+    # decode (``read_clip(..., background=True)``): iterating it in order yields each
+    # frame as soon as it is decoded.
+    frames: Sequence[Frame]
     fps: float | None
     duration: float | None
     width: int

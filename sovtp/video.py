@@ -14,6 +14,8 @@ Why it matters: decoding is the largest cost of the cue pipeline that is not a m
 call (issue 3's overhead bar). Measured here (benchmarks/bench_extractors.py, decode
 column, per sampled frame, incl. hashing and opening): 16 frames of a 2.4-s clip about
 3.9 ms plainly, 2.6 ms planned; 16 frames spread over a 20-s clip 22-26 ms and 13-17 ms.
+The runner also hides part of it: ``background=True`` returns at the first frame and the
+face detector, which reads the frames in order, runs while the rest decode.
 
 Every way a file can be unusable becomes a :class:`MediaError` whose message is one
 sentence naming the problem and the fix; the runner turns it into an error record and
@@ -24,8 +26,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +95,18 @@ def read_clip(
     num_frames: int = 8,
     max_side: int | None = DEFAULT_MAX_SIDE,
     content_hash: str | None = None,
+    background: bool = False,
 ) -> Clip:
     """Decode ``path`` into a clip of ``num_frames`` uniformly sampled RGB frames.
 
     Still images become one-frame clips. ``max_side`` downscales frames whose longer
     side exceeds it (None keeps the original size).
+
+    ``background=True`` returns as soon as the first frame is decoded; the others keep
+    decoding in a background thread and ``clip.frames`` is a :class:`FrameFeed` that
+    hands each one out as it arrives. A face detector iterating the frames in order then
+    runs while the video is still decoding (the runner uses this). Errors after the
+    first frame are raised where the frames are read.
     """
     path = Path(path)
     _check_readable(path)
@@ -105,7 +115,112 @@ def read_clip(
     digest = content_hash or file_sha256(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return _read_image(path, digest, max_side)
-    return _read_video(path, digest, num_frames, max_side)
+    return _read_video(path, digest, num_frames, max_side, background)
+
+
+class FramesChanged(RuntimeError):
+    """A background decode had to start over on a plain path (the packet index proved
+    wrong mid-way) and its frames differ from those already handed out: whatever was
+    computed from them is void. Decode again with ``background=False``."""
+
+
+class FrameFeed(Sequence[Frame]):
+    """A clip's sampled frames while a background thread is still decoding them.
+
+    Indexing or iterating waits for the frames it needs, so code written for a tuple of
+    frames works unchanged and the frames' consumer overlaps the decoder. Once complete
+    it behaves as the tuple it then holds (and pickles as one)."""
+
+    def __init__(self, live: bool = True) -> None:
+        self._live = live  # False: a synchronous decode; nothing is handed out before finish
+        self._ready = threading.Condition()
+        self._slots: list[Frame | None] = []
+        self._expected: int | None = None
+        self._complete: tuple[Frame, ...] | None = None
+        self._error: BaseException | None = None
+        self.source_frames: int | None = None  # the video's frame count, once the packet index names it
+
+    # producer side ------------------------------------------------------------------
+    def expect(self, count: int, source_frames: int) -> None:
+        with self._ready:
+            if self._expected is None:
+                self._expected = count
+                self._slots = [None] * count
+                self.source_frames = source_frames
+
+    def publish(self, frame: Frame) -> None:
+        if not self._live:
+            return
+        with self._ready:
+            if self._expected is not None and frame.position < self._expected:
+                self._slots[frame.position] = frame
+                self._ready.notify_all()
+
+    def finish(self, frames: Sequence[Frame]) -> None:
+        """The decode's final frames. If they are not the ones already handed out, every
+        reader from now on gets :class:`FramesChanged` (none can have finished: the feed
+        was not complete)."""
+        frames = tuple(frames)
+        with self._ready:
+            shown = [f for f in self._slots if f is not None]
+            if shown and (
+                len(frames) != self._expected
+                or any(f.index != frames[f.position].index or not np.array_equal(f.image, frames[f.position].image) for f in shown)
+            ):
+                self._error = FramesChanged("the video's frames changed while decoding in the background; decode it again")
+            else:
+                self._complete, self._expected = frames, len(frames)
+            self._ready.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._ready:
+            self._error = error
+            self._ready.notify_all()
+
+    # consumer side ------------------------------------------------------------------
+    def _wait(self, ready) -> None:
+        with self._ready:
+            while self._error is None and self._complete is None and not ready():
+                self._ready.wait()
+            if self._error is not None:
+                raise self._error
+
+    def wait(self) -> tuple[Frame, ...]:
+        """All frames, once decoded."""
+        self._wait(lambda: False)
+        assert self._complete is not None
+        return self._complete
+
+    def __len__(self) -> int:
+        self._wait(lambda: self._expected is not None)
+        assert self._expected is not None
+        return self._expected
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.wait()[i]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("frame position out of range")
+        self._wait(lambda: self._slots[i] is not None)
+        if self._complete is not None:
+            return self._complete[i]
+        frame = self._slots[i]
+        assert frame is not None
+        return frame
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __reduce__(self):
+        return tuple, (self.wait(),)
+
+    def __repr__(self) -> str:
+        state = "complete" if self._complete is not None else "decoding"
+        return f"FrameFeed({state}, {self._expected} frames)"
 
 
 def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
@@ -153,10 +268,9 @@ def _open(path: Path):
     return container
 
 
-def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None) -> Clip:
-    import av
-
+def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None, background: bool = False) -> Clip:
     container = _open(path)
+    handed_over = False
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -170,36 +284,67 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None) 
         if not width or not height:
             raise MediaError(f"{path.name}: the video stream has no frame size (corrupt header); re-encode the file")
         tw, th = _target_size(width, height, max_side)
-        try:
-            count = stream.frames or None
-            indexed = _sample_indexed(container, stream, num_frames, tw, th)
-            if indexed is not None:
-                frames, count = indexed
-            else:  # no usable packet index: the plain paths, which need none
-                container.seek(0)
-                stream.codec_context.flush_buffers()
-                if duration and duration > SEEK_ABOVE_SECONDS:
-                    frames = _sample_by_seeking(container, stream, duration, fps, num_frames, tw, th)
-                else:
-                    frames = _sample_sequential(path, container, stream, num_frames, tw, th)
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{path.name}: decoding failed ({exc.strerror or exc}); the file is probably truncated or corrupt") from None
-        if not frames:
-            raise MediaError(f"{path.name}: no frame could be decoded (truncated or corrupt video); re-encode or replace the file")
-        th, tw = frames[0].image.shape[:2]  # after any display rotation (portrait phone video)
+        header_frames = stream.frames or None  # read now: the decoding thread closes the container
+        feed = FrameFeed(live=background)
+
+        def decode() -> None:
+            try:
+                feed.finish(_sample_frames(path, container, stream, num_frames, tw, th, duration, fps, feed))
+            except BaseException as exc:  # handed to whoever reads the frames
+                feed.fail(exc)
+            finally:
+                container.close()
+
+        if background:
+            threading.Thread(target=decode, name=f"sovtp-decode-{path.name}", daemon=True).start()
+            handed_over = True
+            first = feed[0]  # raises what the decode raised before its first frame
+            frames: Sequence[Frame] = feed
+        else:
+            handed_over = True
+            decode()
+            frames = feed.wait()
+            first = frames[0]
+        th, tw = first.image.shape[:2]  # after any display rotation (portrait phone video)
         return Clip(
             path=path,
             content_hash=digest,
-            frames=tuple(frames),
+            frames=frames,
             fps=fps,
             duration=duration,
             width=tw,
             height=th,
-            frame_count=count,
+            frame_count=feed.source_frames or header_frames,
             is_image=False,
         )
     finally:
-        container.close()
+        if not handed_over:
+            container.close()
+
+
+def _sample_frames(
+    path: Path, container, stream, n: int, tw: int, th: int, duration: float | None, fps: float | None, feed: FrameFeed
+) -> list[Frame]:
+    """The sampled frames; the indexed path hands each one to ``feed`` as soon as it is
+    decoded (and names the video's frame count there)."""
+    import av
+
+    try:
+        indexed = _sample_indexed(container, stream, n, tw, th, feed)
+        if indexed is not None:
+            frames = indexed
+        else:  # no usable packet index: the plain paths, which need none
+            container.seek(0)
+            stream.codec_context.flush_buffers()
+            if duration and duration > SEEK_ABOVE_SECONDS:
+                frames = _sample_by_seeking(container, stream, duration, fps, n, tw, th)
+            else:
+                frames = _sample_sequential(path, container, stream, n, tw, th)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path.name}: decoding failed ({exc.strerror or exc}); the file is probably truncated or corrupt") from None
+    if not frames:
+        raise MediaError(f"{path.name}: no frame could be decoded (truncated or corrupt video); re-encode or replace the file")
+    return frames
 
 
 @dataclass(frozen=True)
@@ -285,7 +430,7 @@ def decode_plan(index: PacketIndex, wanted: Sequence[int]) -> list[tuple[int, in
     return runs
 
 
-def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[Frame], int] | None:
+def _sample_indexed(container, stream, n: int, tw: int, th: int, feed: FrameFeed | None = None) -> list[Frame] | None:
     """Uniform sampling that decodes as little as the codec allows, with pixel-identical
     frames: seek to the keyframe before a wanted frame when that skips decoding (long
     groups of pictures), and tell the decoder to skip non-reference frames nobody asked
@@ -302,6 +447,9 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
     wanted = uniform_positions(index.total, n)
     shown = index.shown_pts()
     wanted_pts = {shown[i]: i for i in wanted}
+    position = {i: p for p, i in enumerate(wanted)}
+    if feed is not None:
+        feed.expect(len(wanted), index.total)
     decode_pos = {p: q for q, p in enumerate(index.pts)}
     ctx = stream.codec_context
     skipping = "DEFAULT"
@@ -313,7 +461,9 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
             if i is not None and i not in got:
                 # from pts: a frame drained with decode(None) carries no time base of its own
                 ts = float(frame.pts * stream.time_base) if stream.time_base is not None else 0.0
-                got[i] = Frame(position=0, index=i, timestamp=ts, image=_to_rgb(frame, tw, th))
+                got[i] = Frame(position=position[i], index=i, timestamp=ts, image=_to_rgb(frame, tw, th))
+                if feed is not None:
+                    feed.publish(got[i])
 
     try:
         for start, end in decode_plan(index, wanted):
@@ -342,7 +492,7 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int) -> tuple[list[F
         ctx.skip_frame = "DEFAULT"
     if len(got) != len(wanted):
         return None
-    return [replace(got[i], position=p) for p, i in enumerate(sorted(got))], index.total
+    return [got[i] for i in wanted]
 
 
 # AVColorSpace values OpenCV's I420 converter matches: unspecified, BT470BG, SMPTE170M.

@@ -241,3 +241,39 @@ def test_report_only_without_matching_results_says_so_and_writes_no_plan(synthet
     assert res.exit_code == 1 and "found no results" in " ".join(res.output.split())
     assert not (out / "plan.json").exists()  # a report-only pass never writes the plan
     assert CliRunner().invoke(app, [*args, "--model", "m", "--bootstrap", "0"]).exit_code == 0  # the run's options: found
+
+
+def test_report_only_scores_with_the_labels_the_run_used(synthetic):
+    """A run made with other labels than the default (here DFEW plus 'contempt') is
+    re-scored with those, read from plan.json, when --labels is not repeated; repeating
+    another set is refused in one sentence instead of scoring against the wrong labels."""
+    import json
+
+    from sovtp.eval.ablation import stored_labels
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    items, variants, preds, faces, out = synthetic
+    wider = [*DFEW.labels, "contempt"]
+    plan = {
+        "labels": {"name": "custom", "labels": wider, "ids": None},
+        "variants": [
+            {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
+            for v in variants
+        ],
+    }
+    (out / "plan.json").write_text(json.dumps(plan, default=str))
+    manifest = out / "labels.csv"
+    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    args = ["ablate", str(manifest), "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp", "--out", str(out),
+            "--report-only", "--bootstrap", "0", "--examples", "0"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report" / "summary.json").read_text())["labels"] == wider
+    refused = CliRunner().invoke(app, [*args, "--labels", "dfew"])
+    assert refused.exit_code != 0 and "not the label set this ablation ran with" in refused.output
+    # plans written before they stored the labels: read from the answer keys, built-in sets by name
+    del plan["labels"]
+    (out / "plan.json").write_text(json.dumps(plan, default=str))
+    assert stored_labels(out) == DFEW
