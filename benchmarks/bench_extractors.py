@@ -133,9 +133,12 @@ def main() -> None:
 
 
 def verdict(med: dict[str, float]) -> str:
-    """Issue 3's bars for one source: core < 50 ms per 640x360 frame, overhead < 15 %."""
+    """Issue 3's bars for one source: core < 50 ms per 640x360 frame, overhead < 15 %
+    (serially and the runner's way; the latter is the noisier figure on a shared CPU)."""
     core = f"core {'PASS' if med['core'] < 50 else 'FAIL'}" if med["n"] > 1 else "core n/a (photo)"
-    return f"{core}, overhead {'PASS' if med['overhead'] < 15 else 'FAIL'}"
+    serial = "PASS" if med["overhead_serial"] < 15 else "FAIL"
+    runner = "PASS" if med["overhead"] < 15 else "FAIL"
+    return f"{core}, overhead serial {serial}" + ("" if med["n"] == 1 else f", runner {runner}")
 
 
 def stream(media: Path, stack: list[Any], sink: dict[str, float], args: argparse.Namespace) -> None:
