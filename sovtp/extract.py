@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from sovtp.cache import JsonCache, stable_key
 from sovtp.types import Clip, Cues
+from sovtp.video import FrameFeed
 
 ENTRY_POINT_GROUP = "sovtp.extractors"
 
@@ -146,6 +147,7 @@ def run_extractors(
                 except ExtractorUnavailable as exc:
                     patch = Cues(skipped={ext.name: str(exc)})
             if cache is not None and ext.name not in patch.skipped:
+                _wait_for_frames(clip)
                 cache.put(key, patch.model_dump(mode="json"))
         seconds[ext.name] = time.perf_counter() - t0
         cues = cues.merged(patch)
@@ -153,6 +155,15 @@ def run_extractors(
             for kind in ext.provides:
                 keys_by_kind[kind] = key
     return ExtractionReport(cues=cues, seconds=seconds, cache_hits=hits)
+
+
+def _wait_for_frames(clip: Clip) -> None:
+    """Wait until a clip still decoding in the background has its final frames: the decode
+    may yet fall back to other frames (:class:`~sovtp.video.FramesChanged`, raised here),
+    and a cue computed from frames it voids must never be cached. Next to free once the
+    extractor has read every frame (the decode is then all but done)."""
+    if isinstance(clip.frames, FrameFeed):
+        clip.frames.wait()
 
 
 def _kinds_present(cues: Cues) -> set[str]:

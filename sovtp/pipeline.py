@@ -14,6 +14,7 @@ import asyncio
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +28,7 @@ from sovtp.labels import DFEW, LabelSet
 from sovtp.net import redact_url, scrub_urls
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
-from sovtp.video import DECODER_VERSION, FramesChanged, MediaError, read_clip
+from sovtp.video import DECODER_VERSION, FrameFeed, FramesChanged, MediaError, read_clip
 
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
 # Backend options that change what the model sees or computes (image detail, numeric
@@ -181,6 +182,9 @@ class Preparer:
         )
         self.cue_cache = JsonCache(config.cache_dir, "cues") if config.cache_dir else None
         self.extractor_runs: dict[str, int] = {}
+        # The frames of the last clip decoded in the background, weakly: its decoding thread
+        # holds them until it ends, and the Preparer keeps no finished item's frames alive.
+        self._decoding: weakref.ref[FrameFeed] | None = None
 
     def check(self) -> None:
         """Fail before any decode or model call if the template cannot render, or needs a
@@ -208,6 +212,12 @@ class Preparer:
         this one's extractors run (PyAV and mediapipe both release the GIL). It returns at
         the first frame: the rest decode while the face detector works on the first ones
         (``read_clip(background=True)``); ``seconds`` is the time to that first frame."""
+        previous = self._decoding() if self._decoding is not None else None
+        if background and previous is not None:
+            # One clip decodes at a time, as before decoding went to the background: the
+            # runner's decode thread gets each clip back at its first frame and would start
+            # every clip of its lookahead at once (each with FFmpeg's own threads).
+            previous.join()
         t0 = time.perf_counter()
         try:
             clip: Clip | Exception = read_clip(
@@ -215,6 +225,8 @@ class Preparer:
             )
         except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc
+        if isinstance(clip, Clip) and isinstance(clip.frames, FrameFeed):
+            self._decoding = weakref.ref(clip.frames)
         return Decoded(clip=clip, seconds=time.perf_counter() - t0)
 
     def clip_and_cues(self, path: Path, content_hash: str, timings: dict[str, float], decoded: Decoded | None = None) -> tuple[Clip, Cues]:

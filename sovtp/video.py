@@ -185,6 +185,12 @@ class FrameFeed(Sequence[Frame]):
             if self._error is not None:
                 raise self._error
 
+    def join(self) -> None:
+        """Wait until the decode has ended, complete or not (its errors are its readers')."""
+        with self._ready:
+            while self._error is None and self._complete is None:
+                self._ready.wait()
+
     def wait(self) -> tuple[Frame, ...]:
         """All frames, once decoded."""
         self._wait(lambda: False)
@@ -204,10 +210,12 @@ class FrameFeed(Sequence[Frame]):
             i += n
         if not 0 <= i < n:
             raise IndexError("frame position out of range")
-        self._wait(lambda: self._slots[i] is not None)
-        if self._complete is not None:
-            return self._complete[i]
-        frame = self._slots[i]
+        with self._ready:  # read under the lock: a concurrent finish() may be voiding it
+            while self._error is None and self._complete is None and self._slots[i] is None:
+                self._ready.wait()
+            if self._error is not None:
+                raise self._error
+            frame = self._complete[i] if self._complete is not None else self._slots[i]
         assert frame is not None
         return frame
 
@@ -298,7 +306,12 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None, 
         if background:
             threading.Thread(target=decode, name=f"sovtp-decode-{path.name}", daemon=True).start()
             handed_over = True
-            first = feed[0]  # raises what the decode raised before its first frame
+            try:
+                first = feed[0]  # raises what the decode raised before its first frame
+            except FramesChanged:
+                # The plan gave the feed later frames, then fell back to other frames before
+                # frame 0 (a damaged file): nothing was handed out, so nothing is void.
+                return _read_video(path, digest, num_frames, max_side)
             frames: Sequence[Frame] = feed
         else:
             handed_over = True

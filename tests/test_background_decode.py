@@ -138,3 +138,85 @@ def test_a_clip_that_breaks_mid_decode_becomes_that_items_error(media: Path, mon
     p = preparer.prepare(InputItem(path=media / "single_face.mp4"), "key", "h")
     assert p.error_kind == "input" and p.error is not None
     assert p.error.startswith("single_face.mp4: decoding failed") and "corrupt" in p.error
+
+
+def _damaged_mpeg4(path: Path, dropped: tuple[int, ...]) -> Path:
+    """A 100-frame MPEG-4 Part 2 MP4 (frame i a flat grey of level 20 + 2i) whose packets
+    for the frames ``dropped`` keep their start code and lose the rest, as in a damaged
+    download: the decoder drops those frames, so the packet-index plan misses a wanted
+    frame and the plain path that takes over counts the frames differently."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"g": "1000", "bf": "0"}
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 20 + 2 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as container:
+        where = sorted((int(p.pts), p.pos, p.size) for p in container.demux(video=0) if p.size)
+    data = bytearray(path.read_bytes())
+    for i in dropped:
+        _, pos, size = where[i]
+        data[pos + 4 : pos + size] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_background_read_that_changes_course_before_its_first_frame_gives_the_plain_frames(tmp_path: Path):
+    """The first wanted frame (12 of 100 for 4 frames) is damaged: the plan hands the later
+    ones to the feed, then the plain path takes over with other frames. Nothing had been
+    handed out yet, so read_clip must return the plain frames, not raise FramesChanged
+    (which the runner only expects from the extractors, and reported as an internal error)."""
+    path = _damaged_mpeg4(tmp_path / "damaged.mp4", dropped=(12,))
+    plain = read_clip(path, num_frames=4)
+    live = read_clip(path, num_frames=4, background=True)
+    assert [(f.position, f.index, f.timestamp) for f in live.frames] == [(f.position, f.index, f.timestamp) for f in plain.frames]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(live.frames, plain.frames, strict=True))
+    _, cues = Preparer(RunConfig(num_frames=4, cache_dir=None), extractors=[MeanBrightness()]).clip_and_cues(path, "h", {})
+    assert cues.scene == MeanBrightness().extract(plain, Cues()).scene
+
+
+class FirstFrameBrightness:
+    """A test extractor that reads only the first frame (a thumbnail-style plugin)."""
+
+    name: ClassVar[str] = "test_first_frame"
+    version: ClassVar[str] = "1"
+    provides: ClassVar[tuple[str, ...]] = ("scene",)
+    requires: ClassVar[tuple[str, ...]] = ()
+    params: Mapping[str, Any] = {}
+
+    def extract(self, clip: Clip, cues: Cues) -> Cues:
+        return Cues(scene=SceneStats(brightness=round(float(clip.frames[0].image.mean()) / 255, 6)))
+
+
+def test_cues_from_frames_a_fallback_voided_never_reach_the_cache(tmp_path: Path):
+    """Frames 5 and 37 are damaged: the plan hands out frame 12 as decoded after the
+    damage, the plain path's first frame is another picture (FramesChanged). An extractor
+    that read only that first frame finished before the change was known; its cue must not
+    be cached, or the runner's re-decode (and every later run) would take it from there."""
+    path = _damaged_mpeg4(tmp_path / "damaged.mp4", dropped=(5, 37))
+    with pytest.raises(FramesChanged):
+        list(read_clip(path, num_frames=4, background=True).frames)
+    expected = round(float(read_clip(path, num_frames=4).frames[0].image.mean()) / 255, 6)
+    config = RunConfig(num_frames=4, cache_dir=tmp_path / "cache")
+    for _ in range(2):  # computed, then from the cache
+        _, cues = Preparer(config, extractors=[FirstFrameBrightness()]).clip_and_cues(path, "h", {})
+        assert cues.scene is not None and cues.scene.brightness == expected
+
+
+def test_the_runner_decodes_one_clip_at_a_time(media: Path):
+    """Preparer.decode returns at the first frame; the runner's decode thread then takes
+    the next clip of its lookahead (up to the batch size: 256 with vLLM) straight away.
+    Each would decode at once, every one with FFmpeg's own threads, against the face
+    detector: the next clip must start only once the previous one has decoded."""
+    preparer = Preparer(RunConfig(num_frames=16, cache_dir=None), extractors=[])
+    first = preparer.decode(media / "WolfgangLanger_Pexels.mp4", "a")
+    second = preparer.decode(media / "single_face.mp4", "b")
+    assert isinstance(first.clip, Clip) and isinstance(second.clip, Clip)
+    assert "complete" in repr(first.clip.frames)  # decoded to the end before the second began
+    assert len(list(second.clip.frames)) == 16
