@@ -184,6 +184,24 @@ def test_ablate_report_only_rebuilds_the_table_from_results(synthetic):
     assert bad.exit_code == 1 and "matches no variant" in bad.output
 
 
+def _plan_variants(variants) -> list[dict]:
+    """plan.json's variant entries, as a real run writes them."""
+    return [
+        {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
+        for v in variants
+    ]
+
+
+def _write_plan_and_manifest(out: Path, plan: dict, items) -> Path:
+    """Write ``plan`` as the run's plan.json and the items' labels as a CSV manifest."""
+    import json
+
+    (out / "plan.json").write_text(json.dumps(plan, default=str))
+    manifest = out / "labels.csv"
+    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    return manifest
+
+
 def test_report_only_reads_the_runs_settings_from_plan_json_and_bootstrap_0_has_no_interval(synthetic):
     """A report rebuilt later, by someone who does not repeat --model and the other run
     options: the answer keys stored in plan.json select the run's records. With
@@ -195,15 +213,8 @@ def test_report_only_reads_the_runs_settings_from_plan_json_and_bootstrap_0_has_
     from sovtp.cli import app
 
     items, variants, preds, faces, out = synthetic
-    plan = {
-        "variants": [
-            {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
-            for v in variants
-        ]
-    }
-    (out / "plan.json").write_text(json.dumps(plan, default=str))
-    manifest = out / "labels.csv"
-    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    plan = {"variants": _plan_variants(variants)}
+    manifest = _write_plan_and_manifest(out, plan, items)
     res = CliRunner().invoke(
         app,
         ["ablate", str(manifest), "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp", "--out", str(out),
@@ -256,16 +267,8 @@ def test_report_only_scores_with_the_labels_the_run_used(synthetic):
 
     items, variants, preds, faces, out = synthetic
     wider = [*DFEW.labels, "contempt"]
-    plan = {
-        "labels": {"name": "custom", "labels": wider, "ids": None},
-        "variants": [
-            {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
-            for v in variants
-        ],
-    }
-    (out / "plan.json").write_text(json.dumps(plan, default=str))
-    manifest = out / "labels.csv"
-    manifest.write_text("path,label,tier\n" + "".join(f"{it.path},{it.meta['label']},{it.meta['tier']}\n" for it in items))
+    plan = {"labels": {"name": "custom", "labels": wider, "ids": None}, "variants": _plan_variants(variants)}
+    manifest = _write_plan_and_manifest(out, plan, items)
     args = ["ablate", str(manifest), "--grid", "visual=none,numbered", "--grid", "template=direct,sovtp", "--out", str(out),
             "--report-only", "--bootstrap", "0", "--examples", "0"]  # fmt: skip
     res = CliRunner().invoke(app, args)
