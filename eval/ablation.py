@@ -462,6 +462,11 @@ def _stored_answer_keys(out_dir: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _labels_record(labels: LabelSet) -> dict[str, Any]:
+    """A label set as plan.json and the report manifest store it (read by stored_labels)."""
+    return {"name": labels.name, "labels": list(labels.labels), "ids": list(labels.ids) if labels.ids else None}
+
+
 def stored_labels(out_dir: Path | str) -> LabelSet | None:
     """The label set an ablation ran with, from its plan.json (None without one): what
     ``--report-only`` must score with, whatever ``--labels`` says by default. Plans
@@ -524,11 +529,7 @@ def ablate(
             {
                 "grid": dict(grid),
                 "baseline": base_variant.name,
-                "labels": {
-                    "name": base.labels.name,
-                    "labels": list(base.labels.labels),
-                    "ids": list(base.labels.ids) if base.labels.ids else None,
-                },
+                "labels": _labels_record(base.labels),
                 "variants": [
                     {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
                     for v in variants
@@ -556,7 +557,7 @@ def ablate(
         "versions": versions(),
         "model": previous.get("model") or model_fingerprint(base.model),
         "backend": previous.get("backend") or base.backend,
-        "labels": {"name": base.labels.name, "labels": list(base.labels.labels), "ids": list(base.labels.ids) if base.labels.ids else None},
+        "labels": _labels_record(base.labels),
         "seeds": {"bootstrap": seed, "decoding": base.seed, "temperature": base.temperature},
         "data": {"fingerprint": summary["data_fingerprint"], "items": len(items)},
         "grid": dict(grid),
