@@ -170,10 +170,15 @@ class Preparer:
     """Decode -> extract -> render -> compose for one item. Holds the extractor
     instances (their models load once, on first use) and the template."""
 
-    def __init__(self, config: RunConfig, template=None, extractors: Sequence[Extractor] | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, template=None, extractors: Sequence[Extractor] | None = None, extract_threads: int | None = None
+    ) -> None:
         from sovtp.compose import load_template
 
         self.config = config
+        # Extractor branches a clip runs side by side (None: one per CPU); worker
+        # processes and Ray actors, which share the cores, pass their share.
+        self.extract_threads = extract_threads
         self.template = template if template is not None else load_template(config.template)
         self.extractors = (
             list(extractors)
@@ -239,14 +244,14 @@ class Preparer:
         n = self.frames_to_decode
         sampling_key = (n, cfg.max_side, DECODER_VERSION)
         try:
-            report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key)
+            report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key, threads=self.extract_threads)
             clip = replace(clip, frames=tuple(clip.frames))  # complete now: a plain tuple from here on
         except FramesChanged:  # rare: the background decode fell back to other frames mid-way
             redone = self.decode(path, content_hash, background=False)
             if isinstance(redone.clip, Exception):
                 raise redone.clip from None
             clip = redone.clip
-            report = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key)
+            report = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key, threads=self.extract_threads)
         for name, secs in report.seconds.items():
             timings[f"extract.{name}"] = secs
             if name not in report.cache_hits and name in report.cues.ran:

@@ -109,7 +109,7 @@ class PrepareActor:
 
         self.config = config
         self.finished = finished
-        self.preparer = Preparer(config)
+        self.preparer = Preparer(config, extract_threads=1)  # the actor reserves one CPU (num_cpus=1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from sovtp.pipeline import _hash_item, run_key_for

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sovtp.cpus import available_cpus, extract_threads
+
 if TYPE_CHECKING:
     from sovtp.inputs import InputItem
     from sovtp.pipeline import Prepared, Preparer, RunConfig
@@ -38,10 +40,7 @@ _PREPARER: Preparer | None = None  # one per worker process, built by _init_work
 
 def default_workers() -> int:
     """The CPUs this process may use (cgroup/affinity aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 def resolve_workers(requested: int | None, n_items: int) -> int:
@@ -56,7 +55,7 @@ def resolve_workers(requested: int | None, n_items: int) -> int:
 # --------------------------------------------------------------------------- worker side
 
 
-def _init_worker(config: RunConfig) -> None:
+def _init_worker(config: RunConfig, workers: int = 1) -> None:
     global _PREPARER
     import signal
 
@@ -64,7 +63,8 @@ def _init_worker(config: RunConfig) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it saves and stops the pool
     _exit_with_parent()
-    _PREPARER = Preparer(config)
+    # The workers share the cores: each runs its clip's extractor branches on its share.
+    _PREPARER = Preparer(config, extract_threads=extract_threads(workers))
 
 
 def _exit_with_parent(poll_s: float = 0.5) -> None:
@@ -142,7 +142,7 @@ class ProcessPreparer:
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self.config,)
+                max_workers=self.workers, mp_context=self._ctx, initializer=_init_worker, initargs=(self.config, self.workers)
             )
         return self._pool
 

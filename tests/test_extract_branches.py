@@ -1,0 +1,124 @@
+"""Extractor branches side by side: after the faces, the mesh (then AUs), the pose and the
+scene need nothing from each other, so ``run_extractors`` runs them in threads. The cues
+must be exactly those of running them one after another, each extractor must see only
+what it builds on, and a branch's error must reach the caller."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from sovtp.cache import JsonCache
+from sovtp.extract import run_extractors
+from sovtp.types import Clip, Cues, Frame, SceneStats
+from sovtp.video import read_clip
+
+
+def test_branches_in_threads_give_the_cues_of_one_after_another(media: Path):
+    from sovtp.extractors.expressions import PrototypeExpressions
+    from sovtp.extractors.faces import MediapipeFaces
+    from sovtp.extractors.geometric_aus import GeometricAUs
+    from sovtp.extractors.landmarks import MediapipeMesh
+    from sovtp.extractors.pose import MediapipePose
+    from sovtp.extractors.scene import SceneDynamics
+
+    stack = [MediapipeFaces(), MediapipeMesh(), GeometricAUs(), MediapipePose(), SceneDynamics(), PrototypeExpressions()]
+    for name in ("single_face.mp4", "multi_face.jpg"):
+        clip = read_clip(media / name, num_frames=6)
+        one_by_one = run_extractors(clip, stack, threads=1)
+        side_by_side = run_extractors(clip, stack, threads=4)
+        assert side_by_side.cues.model_dump() == one_by_one.cues.model_dump(), name
+        assert list(side_by_side.seconds) == list(one_by_one.seconds) == [e.name for e in stack]
+        assert side_by_side.cues.poses and side_by_side.cues.aus and side_by_side.cues.expressions
+
+
+def _clip(n: int = 3) -> Clip:
+    frames = tuple(Frame(position=i, index=i, timestamp=i / 25, image=np.zeros((8, 8, 3), np.uint8)) for i in range(n))
+    return Clip(path=Path("fake.mp4"), content_hash="h", frames=frames, fps=25.0, duration=n / 25, width=8, height=8, frame_count=n)
+
+
+class _Fake:
+    """A fake extractor (no model can stand in for what these tests check: who runs
+    when, and what each one is handed)."""
+
+    version: ClassVar[str] = "1"
+    provides: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, provides: tuple[str, ...] = (), requires: tuple[str, ...] = (), run=None) -> None:
+        self.name, self.provides, self.requires, self._run = name, provides, requires, run
+        self.seen: Cues | None = None
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return {}
+
+    def extract(self, clip: Clip, cues: Cues) -> Cues:
+        self.seen = cues
+        return self._run(clip, cues) if self._run else Cues()
+
+
+def _scene(value: float) -> Cues:
+    return Cues(scene=SceneStats(num_people=1, motion_energy=value, brightness=0.5, contrast=0.1))
+
+
+def test_independent_branches_run_at_the_same_time():
+    both_in = threading.Barrier(2, timeout=10)  # passes only if the two branches overlap
+
+    def meet(clip: Clip, cues: Cues) -> Cues:
+        both_in.wait()
+        return Cues()
+
+    stack = [_Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)), _Fake("a", requires=("scene",), run=meet), _Fake("b", requires=("scene",), run=meet)]
+    report = run_extractors(_clip(), stack, threads=2)
+    assert set(report.cues.ran) == {"root", "a", "b"}
+    with pytest.raises(threading.BrokenBarrierError):  # one after another, the first waits alone
+        run_extractors(_clip(), [_Fake("a", run=lambda c, q: threading.Barrier(2, timeout=0.2).wait())], threads=1)
+
+
+def test_each_extractor_is_handed_only_what_it_builds_on():
+    root = _Fake("root", provides=("scene",), run=lambda c, q: _scene(0.3))
+    other = _Fake("other", provides=("expressions",), run=lambda c, q: Cues(expressions={}))
+    reader = _Fake("reader", requires=("scene",))
+    for threads in (1, 3):
+        run_extractors(_clip(), [root, other, reader], threads=threads)
+        assert reader.seen is not None and reader.seen.scene is not None and reader.seen.scene.motion_energy == 0.3
+        assert set(reader.seen.ran) == {"root"}  # not "other", which it does not build on, whatever the timing
+
+
+def test_a_branch_error_reaches_the_caller_and_its_dependents_never_start():
+    def boom(clip: Clip, cues: Cues) -> Cues:
+        raise RuntimeError("branch failed")
+
+    after = _Fake("after", requires=("expressions",))
+    stack = [
+        _Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)),
+        _Fake("bad", provides=("expressions",), requires=("scene",), run=boom),
+        _Fake("fine", requires=("scene",)),
+        after,
+    ]
+    with pytest.raises(RuntimeError, match="branch failed"):
+        run_extractors(_clip(), stack, threads=2)
+    assert after.seen is None
+
+
+def test_cached_branches_are_reused_whatever_the_threads(tmp_path: Path):
+    calls: list[str] = []
+
+    def count(name: str):
+        def run(clip: Clip, cues: Cues) -> Cues:
+            calls.append(name)
+            return _scene(0.2) if name == "root" else Cues()
+
+        return run
+
+    stack = [_Fake("root", provides=("scene",), run=count("root")), _Fake("a", requires=("scene",), run=count("a")), _Fake("b", requires=("scene",), run=count("b"))]
+    cache = JsonCache(tmp_path, "cues")
+    run_extractors(_clip(), stack, cache=cache, threads=2)
+    report = run_extractors(_clip(), stack, cache=cache, threads=1)
+    assert sorted(calls) == ["a", "b", "root"] and report.cache_hits == ["root", "a", "b"]
