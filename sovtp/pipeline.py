@@ -244,7 +244,9 @@ class Preparer:
         n = self.frames_to_decode
         sampling_key = (n, cfg.max_side, DECODER_VERSION)
         try:
-            report: ExtractionReport = run_extractors(clip, self.extractors, self.cue_cache, sampling_key=sampling_key, threads=self.extract_threads)
+            report: ExtractionReport = run_extractors(
+                clip, self.extractors, self.cue_cache, sampling_key=sampling_key, threads=self.extract_threads
+            )
             clip = replace(clip, frames=tuple(clip.frames))  # complete now: a plain tuple from here on
         except FramesChanged:  # rare: the background decode fell back to other frames mid-way
             redone = self.decode(path, content_hash, background=False)

@@ -67,51 +67,78 @@ def _match_score(track_box: Box, box: Box, iou_min: float, max_center_dist: floa
     return iou + max(0.0, 1.0 - dist / max(max_center_dist, 1e-6))
 
 
+class FaceTracker:
+    """The tracker frame by frame: :meth:`update` links one sampled frame's detections
+    and says which track each continues (a key: the track's creation order), so work
+    that follows a person (the pose graphs) can start before the clip's last frame;
+    :meth:`tracks` gives the final, renumbered tracks.
+
+    Greedy matching, best pair first, frame by frame in temporal order; a track not
+    matched for more than ``max_missed`` consecutive sampled frames ends."""
+
+    def __init__(self, iou_min: float = 0.3, max_center_dist: float = 0.75, max_missed: int = 3) -> None:
+        self.iou_min, self.max_center_dist, self.max_missed = iou_min, max_center_dist, max_missed
+        self._active: list[tuple[int, _Track]] = []
+        self._all: list[_Track] = []
+
+    def update(self, position: int, detections: Sequence[Detection]) -> list[tuple[int, FaceObservation]]:
+        """Link the detections of the frame at ``position`` (frames in temporal order);
+        returns ``(track key, observation)`` for each, in detection order."""
+        dets = list(detections)
+        pairs: list[tuple[float, int, int]] = []
+        for ti, (_, tr) in enumerate(self._active):
+            for di, det in enumerate(dets):
+                score = _match_score(tr.last, det.box, self.iou_min, self.max_center_dist)
+                if score is not None:
+                    pairs.append((score, ti, di))
+        pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+        used_t: set[int] = set()
+        keyed: dict[int, tuple[int, FaceObservation]] = {}
+        for _, ti, di in pairs:
+            if ti in used_t or di in keyed:
+                continue
+            used_t.add(ti)
+            key, track = self._active[ti]
+            obs = FaceObservation(position=position, box=dets[di].box, score=dets[di].score)
+            track.observations.append(obs)
+            track.missed = 0
+            keyed[di] = (key, obs)
+        still: list[tuple[int, _Track]] = []
+        for ti, (key, tr) in enumerate(self._active):
+            if ti not in used_t:
+                tr.missed += 1
+            if tr.missed <= self.max_missed:
+                still.append((key, tr))
+        self._active = still
+        for di, det in enumerate(dets):
+            if di not in keyed:
+                obs = FaceObservation(position=position, box=det.box, score=det.score)
+                self._all.append(_Track([obs]))
+                self._active.append((len(self._all) - 1, self._all[-1]))
+                keyed[di] = (len(self._all) - 1, obs)
+        return [keyed[di] for di in range(len(dets))]
+
+    def tracks(self) -> list[FaceTrack]:
+        """IDs numbered 1..K by first appearance, then left to right, so they are the
+        same on every run."""
+        order = sorted(
+            self._all, key=lambda t: (t.observations[0].position, t.observations[0].box.center[0], t.observations[0].box.center[1])
+        )
+        return [FaceTrack(id=i + 1, observations=list(t.observations)) for i, t in enumerate(order)]
+
+
 def track_faces(
     detections: Mapping[int, Sequence[Detection]],
     iou_min: float = 0.3,
     max_center_dist: float = 0.75,
     max_missed: int = 3,
 ) -> list[FaceTrack]:
-    """Link per-frame detections (``{frame position: detections}``) into tracks.
-
-    Greedy matching, best pair first, frame by frame in temporal order; a track not matched
-    for more than ``max_missed`` consecutive sampled frames ends. IDs are numbered 1..K by
-    first appearance, then left to right, so they are the same on every run.
-    """
-    active: list[_Track] = []
-    finished: list[_Track] = []
+    """Link per-frame detections (``{frame position: detections}``) into tracks (see
+    :class:`FaceTracker`)."""
+    tracker = FaceTracker(iou_min=iou_min, max_center_dist=max_center_dist, max_missed=max_missed)
     for position in sorted(detections):
-        dets = list(detections[position])
-        pairs: list[tuple[float, int, int]] = []
-        for ti, tr in enumerate(active):
-            for di, det in enumerate(dets):
-                score = _match_score(tr.last, det.box, iou_min, max_center_dist)
-                if score is not None:
-                    pairs.append((score, ti, di))
-        pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
-        used_t: set[int] = set()
-        used_d: set[int] = set()
-        for _, ti, di in pairs:
-            if ti in used_t or di in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(di)
-            det = dets[di]
-            active[ti].observations.append(FaceObservation(position=position, box=det.box, score=det.score))
-            active[ti].missed = 0
-        still: list[_Track] = []
-        for ti, tr in enumerate(active):
-            if ti not in used_t:
-                tr.missed += 1
-            (finished if tr.missed > max_missed else still).append(tr)
-        active = still
-        for di, det in enumerate(dets):
-            if di not in used_d:
-                active.append(_Track([FaceObservation(position=position, box=det.box, score=det.score)]))
-    tracks = finished + active
-    tracks.sort(key=lambda t: (t.observations[0].position, t.observations[0].box.center[0], t.observations[0].box.center[1]))
-    return [FaceTrack(id=i + 1, observations=t.observations) for i, t in enumerate(tracks)]
+        tracker.update(position, detections[position])
+    return tracker.tracks()
 
 
 def largest_face(faces: Sequence[FaceTrack], num_frames: int | None = None) -> int | None:

