@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class JsonCache:
         self.dir = Path(root) / namespace if root is not None else Path(".")
         self.hits = 0
         self.misses = 0
+        self._count = threading.Lock()  # extractor branches read the cache from several threads
 
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.json"
@@ -50,14 +52,25 @@ class JsonCache:
             with open(path, encoding="utf-8") as fh:
                 value = json.load(fh)
         except FileNotFoundError:
-            self.misses += 1
+            self._counted(hit=False)
             return None
         except (OSError, ValueError):
             # A damaged entry is a miss, never a crash: it will be rewritten.
-            self.misses += 1
+            self._counted(hit=False)
             return None
-        self.hits += 1
+        self._counted(hit=True)
         return value
+
+    def _counted(self, hit: bool) -> None:
+        with self._count:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` has an entry, without counting a hit or a miss."""
+        return self.enabled and self._path(key).is_file()
 
     def put(self, key: str, value: Any) -> None:
         if not self.enabled:

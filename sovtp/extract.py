@@ -153,7 +153,10 @@ def run_extractors(
     builds_on: list[list[int]] = []
     direct_of: list[set[int]] = []
     for i, ext in enumerate(ordered):
-        direct = {j for j in range(i) if set(ordered[j].provides) & set(ext.requires)}
+        # Landmarks live inside Cues.faces: whoever provides faces before a landmarks
+        # reader may replace them, as it did one after another.
+        needs = set(ext.requires) | ({"faces"} if "landmarks" in ext.requires else set())
+        direct = {j for j in range(i) if set(ordered[j].provides) & needs}
         direct_of.append(direct)
         builds_on.append(sorted(direct.union(*(builds_on[j] for j in direct))))
     patches: dict[int, Cues] = {}
@@ -186,7 +189,7 @@ def run_extractors(
             if direct_of[c] == {i}
             and builds_on[c] == [i]
             and callable(getattr(ordered[c], "prefetch", None))
-            and (cache is None or cache.get(key_for(c, {i: key})) is None)
+            and (cache is None or not cache.contains(key_for(c, {i: key})))
         ]
         if not takers:
             return None
@@ -277,7 +280,10 @@ def _run_branches(pool: ThreadPoolExecutor, run_one: Callable[[int], None], buil
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in sorted(done, key=running.__getitem__):
             finished.add(running.pop(future))
-            future.result()  # raises the branch's error; leaving the pool waits for the rest
+            if future.exception() is not None:
+                for queued in running:
+                    queued.cancel()  # not started yet: an error stops new starts
+                future.result()  # raises the branch's error; leaving the pool waits for the running ones
 
 
 class FaceFeed:

@@ -226,7 +226,13 @@ class Preparer:
         t0 = time.perf_counter()
         try:
             clip: Clip | Exception = read_clip(
-                path, num_frames=self.frames_to_decode, max_side=self.config.max_side, content_hash=content_hash, background=background
+                path,
+                num_frames=self.frames_to_decode,
+                max_side=self.config.max_side,
+                content_hash=content_hash,
+                background=background,
+                # one core of this preparer's share is the models'; None: one fewer than all
+                threads=max(1, self.extract_threads - 1) if self.extract_threads else None,
             )
         except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc

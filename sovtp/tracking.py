@@ -80,6 +80,7 @@ class FaceTracker:
         self.iou_min, self.max_center_dist, self.max_missed = iou_min, max_center_dist, max_missed
         self._active: list[tuple[int, _Track]] = []
         self._all: list[_Track] = []
+        self._finished: list[_Track] = []  # in the order they ended (IDs tie-break as track_faces did)
 
     def update(self, position: int, detections: Sequence[Detection]) -> list[tuple[int, FaceObservation]]:
         """Link the detections of the frame at ``position`` (frames in temporal order);
@@ -109,6 +110,8 @@ class FaceTracker:
                 tr.missed += 1
             if tr.missed <= self.max_missed:
                 still.append((key, tr))
+            else:
+                self._finished.append(tr)
         self._active = still
         for di, det in enumerate(dets):
             if di not in keyed:
@@ -122,7 +125,8 @@ class FaceTracker:
         """IDs numbered 1..K by first appearance, then left to right, so they are the
         same on every run."""
         order = sorted(
-            self._all, key=lambda t: (t.observations[0].position, t.observations[0].box.center[0], t.observations[0].box.center[1])
+            self._finished + [t for _, t in self._active],
+            key=lambda t: (t.observations[0].position, t.observations[0].box.center[0], t.observations[0].box.center[1]),
         )
         return [FaceTrack(id=i + 1, observations=list(t.observations)) for i, t in enumerate(order)]
 

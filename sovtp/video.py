@@ -116,6 +116,7 @@ def read_clip(
     max_side: int | None = DEFAULT_MAX_SIDE,
     content_hash: str | None = None,
     background: bool = False,
+    threads: int | None = None,
 ) -> Clip:
     """Decode ``path`` into a clip of ``num_frames`` uniformly sampled RGB frames.
 
@@ -127,6 +128,9 @@ def read_clip(
     hands each one out as it arrives. A face detector iterating the frames in order then
     runs while the video is still decoding (the runner uses this). Errors after the
     first frame are raised where the frames are read.
+
+    ``threads``: FFmpeg decoding threads (None: :func:`decode_threads`); the runner's
+    worker processes pass one fewer than their share of the cores.
     """
     path = Path(path)
     _check_readable(path)
@@ -135,7 +139,7 @@ def read_clip(
     digest = content_hash or file_sha256(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return _read_image(path, digest, max_side)
-    return _read_video(path, digest, num_frames, max_side, background)
+    return _read_video(path, digest, num_frames, max_side, background, threads)
 
 
 class FramesChanged(RuntimeError):
@@ -296,12 +300,14 @@ def _open(path: Path):
     return container
 
 
-def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None, background: bool = False) -> Clip:
+def _read_video(
+    path: Path, digest: str, num_frames: int, max_side: int | None, background: bool = False, threads: int | None = None
+) -> Clip:
     container = _open(path)
     handed_over = False
     try:
         stream = container.streams.video[0]
-        threads = decode_threads()
+        threads = threads or decode_threads()
         stream.codec_context.thread_count = threads
         stream.thread_type = "AUTO" if threads > 1 else "SLICE"
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -333,7 +339,7 @@ def _read_video(path: Path, digest: str, num_frames: int, max_side: int | None, 
             except FramesChanged:
                 # The plan gave the feed later frames, then fell back to other frames before
                 # frame 0 (a damaged file): nothing was handed out, so nothing is void.
-                return _read_video(path, digest, num_frames, max_side)
+                return _read_video(path, digest, num_frames, max_side, threads=threads)
             frames: Sequence[Frame] = feed
         else:
             handed_over = True

@@ -6,6 +6,7 @@ what it builds on, and a branch's error must reach the caller."""
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from sovtp.cache import JsonCache
 from sovtp.extract import run_extractors
-from sovtp.types import Clip, Cues, Frame, SceneStats
+from sovtp.types import Box, Clip, Cues, FaceObservation, FaceTrack, Frame, SceneStats
 from sovtp.video import read_clip
 
 
@@ -240,3 +241,60 @@ def test_the_runner_feeds_faces_to_a_prefetching_extractor_while_they_are_found(
     stack[0].gate.set()
     run_extractors(_clip(3), stack, cache=cache, threads=1)
     assert stack[1].fed == []
+
+
+def test_starting_the_pose_early_counts_no_extra_cache_miss(tmp_path: Path):
+    """The cache statistics in the run summary are those of one after another."""
+    counts = {}
+    for threads in (1, 2):
+        cache = JsonCache(tmp_path / str(threads), "cues")
+        provider = _Provider(threading.Event())
+        provider.gate.set()
+        run_extractors(_clip(3), [provider, _Consumer(threading.Event())], cache=cache, threads=threads)
+        counts[threads] = (cache.hits, cache.misses)
+    assert counts[2] == counts[1] == (0, 2)
+
+
+def test_an_error_stops_branches_that_have_not_started():
+    started: list[str] = []
+
+    def boom(clip: Clip, cues: Cues) -> Cues:
+        started.append("bad")
+        raise RuntimeError("branch failed")
+
+    def slow(name: str):
+        def run(clip: Clip, cues: Cues) -> Cues:
+            started.append(name)
+            time.sleep(0.3)
+            return Cues()
+
+        return run
+
+    stack = [
+        _Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)),
+        _Fake("bad", requires=("scene",), run=boom),
+        _Fake("slow", requires=("scene",), run=slow("slow")),
+        _Fake("queued1", requires=("scene",), run=slow("queued1")),
+        _Fake("queued2", requires=("scene",), run=slow("queued2")),
+    ]
+    with pytest.raises(RuntimeError, match="branch failed"):
+        run_extractors(_clip(), stack, threads=2)
+    assert "queued2" not in started, started
+
+
+def _faces(landmarks: bool) -> Cues:
+    obs = FaceObservation(position=0, box=Box(x1=0, y1=0, x2=4, y2=4), landmarks=[(1.0, 1.0, 0.0)] * 3 if landmarks else None)
+    return Cues(faces=[FaceTrack(id=1, observations=[obs])], target_id=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_landmarks_reader_sees_the_faces_a_later_provider_replaced(threads: int):
+    """Landmarks live inside Cues.faces: a faces provider listed after the mesh replaces
+    the meshed faces, and the AUs listed after it find no landmarks, as one after another."""
+    stack = [
+        _Fake("faces", provides=("faces",), run=lambda c, q: _faces(False)),
+        _Fake("mesh", provides=("landmarks",), requires=("faces",), run=lambda c, q: _faces(True)),
+        _Fake("refaces", provides=("faces",), run=lambda c, q: _faces(False)),
+        _Fake("aus", provides=("aus",), requires=("landmarks",)),
+    ]
+    assert "aus" in run_extractors(_clip(1), stack, threads=threads).cues.skipped

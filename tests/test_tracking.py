@@ -49,3 +49,14 @@ def test_choose_target_rules() -> None:
         choose_target(cues, "7", 600, 400)
     with pytest.raises(ValueError, match="unknown target rule"):
         choose_target(cues, "loudest", 600, 400)
+
+
+def test_tracks_starting_together_at_one_place_keep_the_ids_they_always_had():
+    """Tie-break of the frame-by-frame tracker: two faces starting in the same frame with
+    the same centre (nested boxes: py-feat rows, or overlap_eps >= 1) are numbered as the
+    batch tracker did, the one that ended first taking the lower ID, so cached cues and
+    results from before the tracker went frame by frame keep their IDs."""
+    big = Detection(Box(x1=60, y1=60, x2=140, y2=140))
+    small = Detection(Box(x1=90, y1=90, x2=110, y2=110))
+    tracks = track_faces({0: [small, big], **{p: [small] for p in range(1, 6)}})
+    assert [(t.id, t.observations[0].box.width, len(t.observations)) for t in tracks] == [(1, 80, 1), (2, 20, 6)]
