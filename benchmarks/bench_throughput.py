@@ -168,9 +168,9 @@ def main() -> int:
         f"{n} clips x {args.frames} frames, concurrency {args.concurrency}, server delay {delay:.3f} s, repeats {args.repeats}, CPUs available: ",
         end="",
     )
-    from sovtp.runners.workers import default_workers
+    from sovtp.cpus import available_cpus
 
-    print(default_workers())
+    print(available_cpus())
     ray_ok = False
     if not args.no_ray:
         try:

@@ -227,7 +227,7 @@ def run(
             "--workers",
             "-w",
             min=1,
-            help="Processes decoding and extracting cues ahead while the model answers (default: the CPU count; 1: no extra process).",
+            help="Processes decoding and extracting cues ahead while the model answers (default: one per two CPUs, as each keeps about two busy; 1: no extra process).",
         ),
     ] = None,
     runner: Annotated[

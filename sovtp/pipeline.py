@@ -65,7 +65,7 @@ class RunConfig:
     max_tokens: int = 512
     seed: int | None = 0
     concurrency: int = 8
-    workers: int | None = None  # processes preparing prompts (decode + cues); None: the CPU count, 1: one thread
+    workers: int | None = None  # processes preparing prompts (decode + cues); None: one per two CPUs, 1: no extra process
     batch_size: int | None = None  # None: the backend's preference
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     backend_options: dict[str, Any] = field(default_factory=dict, repr=False)  # base_url, timeout, api_key...: kept out of repr (the key)

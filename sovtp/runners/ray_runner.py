@@ -78,9 +78,9 @@ def start_ray(
                 f"Cannot join the Ray cluster at {address} ({exc}); start it with 'ray start --head' or fix --address."
             ) from None
     else:
-        from sovtp.runners.workers import default_workers
+        from sovtp.cpus import available_cpus
 
-        ray.init(num_cpus=num_cpus or default_workers(), object_store_memory=object_store_memory, include_dashboard=False, **kwargs)
+        ray.init(num_cpus=num_cpus or available_cpus(), object_store_memory=object_store_memory, include_dashboard=False, **kwargs)
     _quiet_ray_data(quiet)
     return True
 
