@@ -130,9 +130,14 @@ class MediapipePose:
         if feed.complete:
             self._prefetched = (weakref.ref(clip), list(runs.values()))
 
+    def _take_prefetched(self, clip: Clip) -> list[_PrefetchedRun]:
+        """What prefetch() ran for ``clip`` (nothing for any other clip), used once."""
+        taken, self._prefetched = self._prefetched, None
+        return taken[1] if taken is not None and taken[0]() is clip else []
+
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         frames = {f.position: f for f in clip.frames}
-        prefetched, self._prefetched = (self._prefetched[1] if self._prefetched is not None and self._prefetched[0]() is clip else []), None
+        prefetched = self._take_prefetched(clip)
         # The largest faces get a pose when a crowd exceeds max_people (cost is per person).
         tracks = sorted(cues.faces, key=lambda t: -t.mean_area)[: self.max_people]
         poses: dict[int, Pose] = {}

@@ -151,13 +151,11 @@ def run_extractors(
     ordered = order_extractors(list(extractors))
     # Extractors each one builds on: the providers of what it requires, transitively.
     builds_on: list[list[int]] = []
-    direct_of: list[set[int]] = []
     for i, ext in enumerate(ordered):
         # Landmarks live inside Cues.faces: whoever provides faces before a landmarks
         # reader may replace them, as it did one after another.
         needs = set(ext.requires) | ({"faces"} if "landmarks" in ext.requires else set())
         direct = {j for j in range(i) if set(ordered[j].provides) & needs}
-        direct_of.append(direct)
         builds_on.append(sorted(direct.union(*(builds_on[j] for j in direct))))
     patches: dict[int, Cues] = {}
     keys: dict[int, str] = {}
@@ -165,7 +163,7 @@ def run_extractors(
     hits: list[str] = []
     threads = available_cpus() if threads is None else max(1, int(threads))
     branches = any(j not in builds_on[i] for i in range(len(ordered)) for j in range(i))
-    early = any(_publishes_faces(e) for e in ordered) and any(callable(getattr(e, "prefetch", None)) for e in ordered)
+    early = any(_publishes_faces(e) for e in ordered) and any(_prefetches(e) for e in ordered)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sovtp-extract") if threads > 1 and (branches or early) else None
     prefetching: dict[int, Future[None]] = {}
 
@@ -173,7 +171,9 @@ def run_extractors(
         ext = ordered[i]
         keys_by_kind: dict[str, str] = {}
         for j in builds_on[i]:
-            if ordered[j].name in patches.get(j, Cues(ran={ordered[j].name: ""})).ran:
+            # A provider still running counts as one that will run: only the early pose's
+            # cache probe asks then, and a provider that is skipped ends the pose anyway.
+            if j not in patches or ordered[j].name in patches[j].ran:
                 keys_by_kind.update({kind: upstream_keys[j] for kind in ordered[j].provides})
         upstream = sorted(keys_by_kind[k] for k in ext.requires if k in keys_by_kind)
         return stable_key("cues", clip.content_hash, sampling_key, ext.name, ext.version, dict(ext.params), upstream)
@@ -186,10 +186,7 @@ def run_extractors(
         takers = [
             c
             for c in range(i + 1, len(ordered))
-            if direct_of[c] == {i}
-            and builds_on[c] == [i]
-            and callable(getattr(ordered[c], "prefetch", None))
-            and (cache is None or not cache.contains(key_for(c, {i: key})))
+            if builds_on[c] == [i] and _prefetches(ordered[c]) and (cache is None or not cache.contains(key_for(c, {i: key})))
         ]
         if not takers:
             return None
@@ -253,6 +250,10 @@ def _publishes_faces(extractor: Any) -> bool:
         return "feed" in inspect.signature(extractor.extract).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _prefetches(extractor: Any) -> bool:
+    return callable(getattr(extractor, "prefetch", None))
 
 
 def _prefetch(extractor: Any, clip: Clip, feed: FaceFeed) -> None:

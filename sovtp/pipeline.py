@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
+from sovtp.cpus import decode_threads
 from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
@@ -231,8 +232,7 @@ class Preparer:
                 max_side=self.config.max_side,
                 content_hash=content_hash,
                 background=background,
-                # one core of this preparer's share is the models'; None: one fewer than all
-                threads=max(1, self.extract_threads - 1) if self.extract_threads else None,
+                threads=decode_threads(self.extract_threads),
             )
         except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc

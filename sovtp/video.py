@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sovtp.cpus import available_cpus
+from sovtp.cpus import decode_threads
 from sovtp.types import Clip, Frame, file_sha256
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"})
@@ -49,25 +49,6 @@ SEEK_ABOVE_SECONDS = 30.0
 DECODER_VERSION = 2
 # A 8000x8000 photo is 192 MB as RGB; cap the decoded side so one input can't exhaust memory.
 DEFAULT_MAX_SIDE = 1280
-DECODE_THREADS_ENV = "SOVTP_DECODE_THREADS"
-
-
-def decode_threads() -> int:
-    """FFmpeg decoding threads: one core fewer than this process may use, at least one
-    (``$SOVTP_DECODE_THREADS`` overrides).
-
-    Why not FFmpeg's default (a frame thread per core, plus one): the decoder always runs
-    beside the models (in the background while the face detector reads the first
-    frames, or for the next clip while this one's cues are computed), and mediapipe's
-    graphs keep one core busy. Frame threads on that core only compete with them, and
-    after each seek of a sparse plan they refill their pipeline. Measured on the 2-vCPU
-    reference machine (16 frames of the 20-s WolfgangLanger clip): decoding alone 252 ms
-    with FFmpeg's threads against 218 ms with one; beside the cue models the models plus
-    decoding took 762 ms against 699 ms, the models' time alone being 730 ms."""
-    env = os.environ.get(DECODE_THREADS_ENV, "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, available_cpus() - 1)
 
 
 class MediaError(Exception):
@@ -129,8 +110,8 @@ def read_clip(
     runs while the video is still decoding (the runner uses this). Errors after the
     first frame are raised where the frames are read.
 
-    ``threads``: FFmpeg decoding threads (None: :func:`decode_threads`); the runner's
-    worker processes pass one fewer than their share of the cores.
+    ``threads``: FFmpeg decoding threads (None: :func:`sovtp.cpus.decode_threads`, one
+    fewer than this process's cores; the runner passes one fewer than its share).
     """
     path = Path(path)
     _check_readable(path)

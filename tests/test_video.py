@@ -240,3 +240,15 @@ def test_bt709_tagged_frames_are_converted_with_their_own_matrix(tmp_path: Path)
         frame = next(container.decode(video=0))
         assert frame.colorspace == 1
         assert np.array_equal(_to_rgb(frame, 320, 240), frame.to_ndarray(format="rgb24"))
+
+
+def test_decoding_leaves_a_core_to_the_models(monkeypatch: pytest.MonkeyPatch):
+    """FFmpeg gets one thread fewer than the cores (of a worker's share), at least one;
+    $SOVTP_DECODE_THREADS overrides both."""
+    from sovtp.cpus import available_cpus, decode_threads
+
+    monkeypatch.delenv("SOVTP_DECODE_THREADS", raising=False)
+    assert [decode_threads(n) for n in (1, 2, 8)] == [1, 1, 7]
+    assert decode_threads() == max(1, available_cpus() - 1)
+    monkeypatch.setenv("SOVTP_DECODE_THREADS", "3")
+    assert decode_threads() == decode_threads(8) == 3
