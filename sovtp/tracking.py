@@ -79,7 +79,7 @@ class FaceTracker:
     def __init__(self, iou_min: float = 0.3, max_center_dist: float = 0.75, max_missed: int = 3) -> None:
         self.iou_min, self.max_center_dist, self.max_missed = iou_min, max_center_dist, max_missed
         self._active: list[tuple[int, _Track]] = []
-        self._all: list[_Track] = []
+        self._created = 0  # tracks started so far: the next track's key
         self._finished: list[_Track] = []  # in the order they ended (IDs tie-break as track_faces did)
 
     def update(self, position: int, detections: Sequence[Detection]) -> list[tuple[int, FaceObservation]]:
@@ -116,9 +116,9 @@ class FaceTracker:
         for di, det in enumerate(dets):
             if di not in keyed:
                 obs = FaceObservation(position=position, box=det.box, score=det.score)
-                self._all.append(_Track([obs]))
-                self._active.append((len(self._all) - 1, self._all[-1]))
-                keyed[di] = (len(self._all) - 1, obs)
+                self._active.append((self._created, _Track([obs])))
+                keyed[di] = (self._created, obs)
+                self._created += 1
         return [keyed[di] for di in range(len(dets))]
 
     def tracks(self) -> list[FaceTrack]:

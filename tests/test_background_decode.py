@@ -181,14 +181,10 @@ def test_a_background_read_that_changes_course_before_its_first_frame_gives_the_
     assert cues.scene == MeanBrightness().extract(plain, Cues()).scene
 
 
-class FirstFrameBrightness:
+class FirstFrameBrightness(MeanBrightness):
     """A test extractor that reads only the first frame (a thumbnail-style plugin)."""
 
     name: ClassVar[str] = "test_first_frame"
-    version: ClassVar[str] = "1"
-    provides: ClassVar[tuple[str, ...]] = ("scene",)
-    requires: ClassVar[tuple[str, ...]] = ()
-    params: Mapping[str, Any] = {}
 
     def extract(self, clip: Clip, cues: Cues) -> Cues:
         return Cues(scene=SceneStats(brightness=round(float(clip.frames[0].image.mean()) / 255, 6)))

@@ -230,17 +230,21 @@ class _Consumer(_Fake):
             self.gate.set()
 
 
+def _feeding_stack() -> list:
+    gate = threading.Event()  # the provider waits at frame 0 until the consumer has seen it
+    return [_Provider(gate), _Consumer(gate), _Fake("scene", requires=("faces",))]
+
+
 def test_the_runner_feeds_faces_to_a_prefetching_extractor_while_they_are_found(tmp_path: Path):
-    gate = threading.Event()
-    consumer = _Consumer(gate)
-    run_extractors(_clip(3), [_Provider(gate), consumer, _Fake("scene", requires=("faces",))], threads=2)
-    assert consumer.fed == [0, 1, 2] and consumer.seen is not None
-    # cached: nothing to prefetch for, and one after another there is no one to feed
+    stack = _feeding_stack()
+    run_extractors(_clip(3), stack, threads=2)
+    assert stack[1].fed == [0, 1, 2] and stack[1].seen is not None
+    # cached: the faces are not found again, so there is nothing to feed
     cache = JsonCache(tmp_path, "cues")
-    stack = [_Provider(threading.Event()), _Consumer(threading.Event()), _Fake("scene", requires=("faces",))]
-    stack[0].gate.set()
-    run_extractors(_clip(3), stack, cache=cache, threads=1)
-    assert stack[1].fed == []
+    run_extractors(_clip(3), _feeding_stack(), cache=cache, threads=2)
+    again = _feeding_stack()
+    run_extractors(_clip(3), again, cache=cache, threads=2)
+    assert again[1].fed == []
 
 
 def test_starting_the_pose_early_counts_no_extra_cache_miss(tmp_path: Path):
