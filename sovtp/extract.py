@@ -267,24 +267,33 @@ def _prefetch(extractor: Any, clip: Clip, feed: FaceFeed) -> None:
 
 def _run_branches(pool: ThreadPoolExecutor, run_one: Callable[[int], None], builds_on: list[list[int]]) -> None:
     """Call ``run_one(i)`` for every extractor, each once all it builds on has finished,
-    in dependency order where more than one is ready. An error stops new starts, lets the
-    running ones finish, and is raised here (a :class:`~sovtp.video.FramesChanged` reaches
-    every branch reading the frames anyway)."""
+    in dependency order where more than one is ready. An error stops new starts and lets
+    the running ones finish; then the error of the first failed extractor in the run's
+    order is raised, so two branches failing at once report the same error every time
+    (a :class:`~sovtp.video.FramesChanged` reaches every branch reading the frames anyway)."""
     started: set[int] = set()
     finished: set[int] = set()
     running: dict[Future[None], int] = {}
+    errors: dict[int, BaseException] = {}
     while len(finished) < len(builds_on):
-        for i, needs in enumerate(builds_on):
-            if i not in started and finished.issuperset(needs):
-                started.add(i)
-                running[pool.submit(run_one, i)] = i
+        if not errors:
+            for i, needs in enumerate(builds_on):
+                if i not in started and finished.issuperset(needs):
+                    started.add(i)
+                    running[pool.submit(run_one, i)] = i
+        if not running:
+            break  # an error stopped what had not started
         done, _ = wait(running, return_when=FIRST_COMPLETED)
-        for future in sorted(done, key=running.__getitem__):
-            finished.add(running.pop(future))
-            if future.exception() is not None:
+        for future in done:
+            i = running.pop(future)
+            finished.add(i)
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                errors[i] = error
                 for queued in running:
                     queued.cancel()  # not started yet: an error stops new starts
-                future.result()  # raises the branch's error; leaving the pool waits for the running ones
+    if errors:
+        raise errors[min(errors)]
 
 
 class FaceFeed:

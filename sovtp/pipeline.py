@@ -256,6 +256,7 @@ class Preparer:
             clip = replace(clip, frames=tuple(clip.frames))  # complete now: a plain tuple from here on
         except FramesChanged:  # rare: the background decode fell back to other frames mid-way
             redone = self.decode(path, content_hash, background=False)
+            timings["decode"] += redone.seconds  # the whole plain decode: nothing of it overlaps the models
             if isinstance(redone.clip, Exception):
                 raise redone.clip from None
             clip = redone.clip

@@ -119,9 +119,21 @@ def test_runner_decodes_again_when_the_background_decode_changed_course(media: P
         return real(container, stream, n, tw, th, feed)
 
     monkeypatch.setattr(video, "_sample_indexed", wrong_then_plain)
-    clip, cues = Preparer(config, extractors=[MeanBrightness()]).clip_and_cues(clip_path, "h", {})
+    preparer = Preparer(config, extractors=[MeanBrightness()])
+    decode_seconds: list[float] = []
+    decode = preparer.decode
+
+    def timed_decode(*args, **kwargs):
+        decoded = decode(*args, **kwargs)
+        decode_seconds.append(decoded.seconds)
+        return decoded
+
+    monkeypatch.setattr(preparer, "decode", timed_decode)
+    timings: dict[str, float] = {}
+    clip, cues = preparer.clip_and_cues(clip_path, "h", timings)
     assert calls == [True, False]  # background first, then the plain re-decode
     assert cues.scene == expected and isinstance(clip.frames, tuple) and clip.frames[0].image.any()
+    assert len(decode_seconds) == 2 and timings["decode"] == pytest.approx(sum(decode_seconds))  # the re-decode counts
 
 
 def test_a_clip_that_breaks_mid_decode_becomes_that_items_error(media: Path, monkeypatch: pytest.MonkeyPatch):

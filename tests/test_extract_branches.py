@@ -286,6 +286,24 @@ def test_an_error_stops_branches_that_have_not_started():
     assert "queued2" not in started, started
 
 
+@pytest.mark.parametrize("repeat", range(3))
+def test_two_failing_branches_report_the_first_extractors_error_whatever_the_timing(repeat: int):
+    def fail(message: str, delay: float):
+        def run(clip: Clip, cues: Cues) -> Cues:
+            time.sleep(delay)
+            raise RuntimeError(message)
+
+        return run
+
+    stack = [
+        _Fake("root", provides=("scene",), run=lambda c, q: _scene(0.1)),
+        _Fake("first", requires=("scene",), run=fail("first failed", 0.2)),  # fails last in time
+        _Fake("second", requires=("scene",), run=fail("second failed", 0.0)),
+    ]
+    with pytest.raises(RuntimeError, match="first failed"):
+        run_extractors(_clip(), stack, threads=3)
+
+
 def _faces(landmarks: bool) -> Cues:
     obs = FaceObservation(position=0, box=Box(x1=0, y1=0, x2=4, y2=4), landmarks=[(1.0, 1.0, 0.0)] * 3 if landmarks else None)
     return Cues(faces=[FaceTrack(id=1, observations=[obs])], target_id=1)
