@@ -286,8 +286,7 @@ def test_an_error_stops_branches_that_have_not_started():
     assert "queued2" not in started, started
 
 
-@pytest.mark.parametrize("repeat", range(3))
-def test_two_failing_branches_report_the_first_extractors_error_whatever_the_timing(repeat: int):
+def test_two_failing_branches_report_the_first_extractors_error_whatever_the_timing():
     def fail(message: str, delay: float):
         def run(clip: Clip, cues: Cues) -> Cues:
             time.sleep(delay)
