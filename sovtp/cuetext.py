@@ -259,7 +259,8 @@ def template_variables(
         "faces": "faces" in include and bool(cues.faces),
         "landmarks": "landmarks" in include and any(o.landmarks for t in cues.faces for o in t.observations),
         "aus": "aus" in include and any(f["aus"] for f in faces),
-        "pose": "pose" in include and any(f["posture"] for f in faces),
+        # Keypoints found with no posture rule firing is a measurement ("nothing marked"), not a missing cue.
+        "pose": "pose" in include and any(f["has_pose"] for f in faces),
         "scene": "scene" in include and cues.scene is not None,
         "expressions": "expressions" in include and any(f["expression"] for f in faces if not f["is_target"]),
     }

@@ -376,5 +376,8 @@ def test_a_measured_pose_without_posture_cues_is_said_not_omitted(name):
     clip = fixed_clip()
     text = compose_prompt(load_template(name), clip, cues, DFEW, placeholder_images(clip)).text
     assert "Posture from body keypoints: nothing marked" in text
+    assert "pose extractor ran but found nothing" not in text  # it found the keypoints
     unmeasured = cues.model_copy(update={"poses": {}})
-    assert "Posture from body keypoints" not in compose_prompt(load_template(name), clip, unmeasured, DFEW, placeholder_images(clip)).text
+    text = compose_prompt(load_template(name), clip, unmeasured, DFEW, placeholder_images(clip)).text
+    assert "Posture from body keypoints" not in text
+    assert "pose (the pose extractor ran but found nothing)" in text
