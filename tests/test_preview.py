@@ -35,7 +35,7 @@ def test_write_preview_writes_images_text_and_schema(tmp_path, real_prompt):
     png = np.asarray(Image.open(files[0]).convert("RGB"))
     assert np.array_equal(png, prompt.images[0].image)
     text = files[1].read_text()
-    assert text.startswith("[image 1: frame 1/1") and "Stage 4, facial action units" in text
+    assert text.startswith("[image 1: the photo · sovtp]") and "Stage 4, facial action units" in text
     assert text == prompt_as_text(prompt)
     again = write_preview(tmp_path / "again", "multi_face-abc", prompt, cues)
     assert again[0].read_bytes() == files[0].read_bytes(), "deterministic PNG bytes"
