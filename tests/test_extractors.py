@@ -84,6 +84,13 @@ def test_multi_face_every_face_gets_id_box_mesh_and_pose(multi) -> None:
     assert multi.ran.keys() == {"faces", "landmarks", "aus", "pose", "scene", "expressions"}
 
 
+def test_every_smiling_face_of_the_group_reads_happy(multi) -> None:
+    """Faces 1, 2, 4 and 5 smile broadly; face 2's smile has no cheek raise (AU6 about
+    0.1), which EMFACS's strict 6 + 12 read as neutral (expressions extractor version 1)."""
+    assert {i: multi.expressions[i].label for i in (1, 2, 4, 5)} == dict.fromkeys((1, 2, 4, 5), "happy")
+    assert all(e.provider == "au-prototypes" for e in multi.expressions.values())
+
+
 def test_ids_stable_over_a_shifted_group_clip(media: Path) -> None:
     base = image_clip(media / "multi_face.jpg").frames[0].image
     frames = tuple(Frame(p, p, p / 10, np.ascontiguousarray(np.roll(base, 6 * p, axis=1))) for p in range(4))
