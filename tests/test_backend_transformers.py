@@ -130,6 +130,21 @@ def test_prefix_cached_scores_equal_full_sequences_with_images(backend, media):
     assert math.isclose(sum(scores.values()), 1.0, rel_tol=1e-6)
 
 
+def test_prefix_scoring_passes_the_cache_under_the_name_transformers_takes(backend, media):
+    """transformers 5.2x renamed the KV cache keyword to ``cache`` and will drop
+    ``past_key_values`` in 5.40; the old name would then make the fast path fail and
+    every later prompt quietly fall back to full sequences. No deprecation may fire."""
+    import warnings
+
+    text, images = backend._chat_text(prompts(media)[3])
+    ctx = backend._inputs([text + "\nFinal answer:"], [images])
+    label_ids = [backend._proc.tokenizer(" " + lab, add_special_tokens=False)["input_ids"] for lab in ("schadenfreude", "happy")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend._label_logprobs_prefix(ctx, label_ids)
+    assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+
+
 def test_prefix_scores_stay_exact_after_other_prompts(backend, media):
     """Qwen2.5-VL keeps position offsets from its last prompt: a text-only context
     scored after an image prompt, or after a batched generate, must not inherit them."""

@@ -29,6 +29,15 @@ from sovtp.types import Answer, DecodingMode, Prompt, Usage
 FINAL_CUE = "\nFinal answer:"
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword under which ``model.forward`` takes a KV cache: ``cache`` from
+    transformers 5.2x on, ``past_key_values`` before (read from the signature, which the
+    deprecation wrappers pass through)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class TransformersBackend:
     name = "transformers"
     capabilities = Capabilities(rank=True, choice=True, json_schema=False, logprobs=True)
@@ -233,10 +242,16 @@ class TransformersBackend:
             head = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
             totals = [float(head[ids[0]]) for ids in label_ids]
             if longest > 1:
-                cache = first.past_key_values
+                # transformers 5.2x renamed the KV cache `past_key_values` -> `cache` (in and
+                # out; the old keyword goes in 5.40). Passing a name the forward no longer
+                # takes would not fail loudly: the except in _score_labels would quietly
+                # switch every later prompt to the 7x slower full-sequence path.
+                name = _cache_keyword(self._model)
+                cache = first.get("cache")
+                cache = first.past_key_values if cache is None else cache
                 cache.batch_repeat_interleave(n)
                 positions = torch.arange(start, start + longest - 1, device=rows.device)
-                rest = self._model(input_ids=rows[:, :-1], past_key_values=cache, cache_position=positions, use_cache=True)
+                rest = self._model(input_ids=rows[:, :-1], cache_position=positions, use_cache=True, **{name: cache})
                 logprobs = torch.log_softmax(rest.logits.float(), dim=-1)
                 for r, ids in enumerate(label_ids):
                     totals[r] += sum(float(logprobs[r, j - 1, t]) for j, t in enumerate(ids) if j > 0)
