@@ -76,27 +76,15 @@ def run(
 
 
 def _run_with_bar(items: Sequence[InputItem], cfg: RunConfig, out: Path) -> RunSummary:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from sovtp.pipeline import run_items
+    from sovtp.progress import RunBar
 
-    with Progress(
-        TextColumn("[bold]sovtp[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as bar:
-        task = bar.add_task("run", total=len(items), last="")
-
-        def tick(r: Result) -> None:
-            shown = r.label if r.status == "ok" else r.status
-            bar.update(task, advance=1, last=f"{Path(r.path).name}: {shown}")
-
-        summary = run_items(items, cfg, out, progress=tick)
-        bar.update(task, completed=summary.done + summary.skipped)
+    bar = RunBar(len(items))
+    try:
+        summary = run_items(items, cfg, out, progress=bar.tick)
+        bar.complete(summary.done + summary.skipped)
+    finally:
+        bar.close()
     return summary
 
 

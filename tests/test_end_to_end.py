@@ -73,6 +73,7 @@ def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vl
     assert sorted(by_name) == ["corrupt.mp4", "multi_face.jpg", "no_face.mp4", "single_face.mp4"]
     bad = by_name.pop("corrupt.mp4")
     assert bad["status"] == "error" and "corrupt.mp4" in bad["error"]
+    assert bad["error"] in proc.stderr  # said on the terminal as it happened, not only in the file
     for r in by_name.values():
         assert r["status"] in ("ok", "invalid")
         if r["status"] == "ok":

@@ -34,7 +34,7 @@ import pickle
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from sovtp.errors import UserError
 from sovtp.inputs import InputItem
 from sovtp.pipeline import Prepared, RunConfig, RunSummary
 from sovtp.types import Answer, Result
+
+if TYPE_CHECKING:
+    from sovtp.progress import RunBar
 
 LOCAL_OBJECT_STORE_BYTES = 500 * 1024 * 1024  # a local instance: prompts are small, keep RAM for the models
 _LOCAL_MODEL_BACKENDS = ("transformers", "vllm")
@@ -395,34 +398,10 @@ def _user_cause(exc: BaseException) -> UserError | None:
     return None
 
 
-class _Bar:
-    def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("[bold]sovtp[/] (ray)"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[last]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        self.p.start()
-        self.task = self.p.add_task("run", total=total, last="")
-
-    def advance(self, last: str | None = None) -> None:
-        self.p.update(self.task, advance=1, **({"last": last} if last is not None else {}))
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(progress: bool | Callable[[Result], None], total: int) -> tuple[_Bar | None, Callable[[Result], None] | None]:
+def _progress(progress: bool | Callable[[Result], None], total: int) -> tuple[RunBar | None, Callable[[Result], None] | None]:
     if progress is True:
-        bar = _Bar(total)
+        from sovtp.progress import RunBar
 
-        def tick(r: Result) -> None:
-            bar.advance(f"{Path(r.path).name}: {r.label if r.status == 'ok' else r.status}")
-
-        return bar, tick
+        bar = RunBar(total, title="sovtp (ray)")
+        return bar, bar.tick
     return None, (progress or None)
