@@ -284,7 +284,14 @@ def ablate_command(
     task = bar.add_task("ablation", total=len(items) * n_variants)
     finished = 0
 
+    said: set[str] = set()  # an unreadable input fails in every variant: say it once
+
     def progress(variant, result) -> None:
+        if result.status == "error" and result.error not in said:
+            from sovtp.progress import item_message
+
+            said.add(result.error or "")
+            bar.console.print(f"{item_message(result)} ({variant.name})", soft_wrap=True)
         bar.update(task, advance=1, description=variant.name)
 
     def on_variant(variant, row) -> None:

@@ -280,3 +280,34 @@ def test_report_only_scores_with_the_labels_the_run_used(synthetic):
     del plan["labels"]
     (out / "plan.json").write_text(json.dumps(plan, default=str))
     assert stored_labels(out) == DFEW
+
+
+def test_ablate_says_an_unreadable_input_once_not_once_per_variant(media, tmp_path):
+    """A broken file fails in every variant; the terminal gets its one sentence once,
+    the results files get one error record per variant (they are scored as wrong)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media / "single_face.jpg", data / "smile.jpg")
+    (data / "broken.mp4").write_bytes(b"not a video\n" * 8)
+    (data / "labels.csv").write_text("path,label\nsmile.jpg,happy\nbroken.mp4,sad\n")
+    out = tmp_path / "ablation"
+    with FaultServer() as server:
+        res = CliRunner().invoke(
+            app,
+            ["ablate", str(data / "labels.csv"), "--grid", "template=direct", "--grid", "visual=none,numbered", "--backend", "openai",
+             "--base-url", server.base_url, "--model", "test-model", "--out", str(out), "--bootstrap", "0", "--examples", "0",
+             "--cache-dir", str(tmp_path / "cache")],
+        )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.output.splitlines() if "broken.mp4: not a valid video" in line]
+    assert len(said) == 1 and said[0].startswith("error "), res.output
+    records = [json.loads(line) for f in sorted((out / "results").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(r["status"] for r in records if r["path"].endswith("broken.mp4")) == ["error", "error"]
