@@ -287,7 +287,7 @@ def ablate_command(
     said: set[str] = set()  # an unreadable input fails in every variant: say it once
 
     def progress(variant, result) -> None:
-        if result.status == "error" and result.error not in said:
+        if result.status == "error" and (result.error or "") not in said:
             from sovtp.progress import item_message
 
             said.add(result.error or "")
