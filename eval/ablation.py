@@ -151,6 +151,28 @@ def find_variant(variants: Sequence[Variant], spec: str | None) -> Variant:
 # --------------------------------------------------------------------------- running
 
 
+def served_model(base: Any) -> Any:
+    """``base`` with the model an OpenAI-compatible server serves when none was given.
+
+    A run without ``--model`` answers with the first model the server lists and keys its
+    records on that name. The variants' configs must carry it too, or plan.json would
+    store ``model: null`` and no record would match its variant: the table came out
+    empty (n = 0 in every row)."""
+    if base.backend != "openai" or base.model:
+        return base
+    from sovtp import pipeline
+
+    async def ask() -> str:
+        backend = pipeline._make_backend(base)
+        try:
+            await backend.check()  # a dead server or a rejected key: one sentence, before anything runs
+            return backend.model
+        finally:
+            await backend.aclose()
+
+    return replace(base, model=asyncio.run(ask()))
+
+
 def _backend_key(cfg: Any) -> str:
     return json.dumps(
         [cfg.backend, cfg.model, cfg.backend_options, cfg.concurrency, cfg.image_max_side, str(cfg.cache_dir)], sort_keys=True, default=str
@@ -516,6 +538,8 @@ def ablate(
     out_dir = Path(out_dir)
     if not items:
         raise AblationError("the dataset has no items; check DATA (and --split)")
+    if run:
+        base = served_model(base)
     variants = expand_grid(grid, base)
     base_variant = find_variant(variants, baseline)
     if len({v.slug for v in variants}) != len(variants):

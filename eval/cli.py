@@ -213,6 +213,17 @@ def ablate_command(
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (0: greedy).")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")] = 1280,
+    frame_folders: Annotated[
+        bool,
+        typer.Option(
+            "--frame-folders",
+            help="In a label-subfolder dataset, read every folder that holds images as one clip of those frames (manifest rows naming a folder always are).",
+        ),
+    ] = False,
+    frame_rate: Annotated[
+        float | None,
+        typer.Option("--frame-rate", min=0.001, help="Frames per second of frame folders (default: none; frames are named by number)."),
+    ] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="Cue and response cache (default $SOVTP_CACHE_DIR or ~/.cache/sovtp); shared by all variants."),
@@ -247,7 +258,7 @@ def ablate_command(
         raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
     try:
         g = parse_grid(grid)
-        items = load_dataset(data, label_set, split=split, path_col=path_col, label_col=label_col)
+        items = load_dataset(data, label_set, split=split, path_col=path_col, label_col=label_col, frame_folders=frame_folders)
     except (AblationError, DatasetError) as exc:
         raise _fail(exc) from None
     if limit:
@@ -271,7 +282,7 @@ def ablate_command(
     base = RunConfig(
         backend=backend, model=model, labels=label_set, num_frames=frames, structured=structured, extractors=names,
         concurrency=concurrency, temperature=temperature, max_tokens=max_tokens, max_side=max_side, seed=seed,
-        backend_options=options, **kw,
+        frame_folders=frame_folders, frame_rate=frame_rate, backend_options=options, **kw,
     )  # fmt: skip
     n_variants = 1
     for v in g.values():

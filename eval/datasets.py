@@ -62,8 +62,9 @@ def gt_label(value: Any, labels: LabelSet, where: str) -> str:
 # --------------------------------------------------------------------------- folder
 
 
-def from_folder(root: Path | str, labels: LabelSet) -> list[InputItem]:
-    """One subfolder per label; every media file below a subfolder (recursively) has its label."""
+def from_folder(root: Path | str, labels: LabelSet, frame_folders: bool = False) -> list[InputItem]:
+    """One subfolder per label; every media file below a subfolder (recursively) has its
+    label (with ``frame_folders``, every folder of images below it is one clip)."""
     root = Path(root)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not subdirs:
@@ -73,7 +74,7 @@ def from_folder(root: Path | str, labels: LabelSet) -> list[InputItem]:
     items: list[InputItem] = []
     for d in subdirs:
         label = gt_label(d.name, labels, f"folder {d}")
-        for it in discover([d]):
+        for it in discover([d], frame_folders):
             items.append(InputItem(it.path, {"label": label, "source_label": d.name}))
     if not items:
         raise DatasetError(f"no video or image files under the label subfolders of {root}")
@@ -234,12 +235,15 @@ def load_dataset(
     path_col: str | None = None,
     label_col: str | None = None,
     cache_dir: Path | str | None = None,
+    frame_folders: bool = False,
 ) -> list[InputItem]:
     """Items of a labelled dataset given as a label-subfolder folder, a manifest file, or
     ``hf:owner/name`` / a Hugging Face ``videofolder``/``imagefolder`` (``hf:`` + path).
 
     ``split`` keeps only manifest rows whose ``split`` column matches (and picks the
-    Hugging Face split).
+    Hugging Face split). A manifest row may name a frame folder (a folder of images, read
+    as one clip); ``frame_folders`` makes the folders of images in a label-subfolder
+    dataset clips too.
     """
     text = str(spec)
     if text.startswith("hf:") and not Path(text).exists():
@@ -260,7 +264,7 @@ def load_dataset(
                 raise DatasetError(f"{path} has no rows with split {split!r}")
         return items
     if path.is_dir():
-        return from_folder(path, labels)
+        return from_folder(path, labels, frame_folders)
     raise DatasetError(f"{text} does not exist; give a folder with one subfolder per label, a CSV/JSONL manifest, or hf:owner/name")
 
 

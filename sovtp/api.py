@@ -23,9 +23,9 @@ from sovtp.types import Clip, Cues, Result
 _BACKEND_OPTIONS = ("base_url", "timeout", "max_retries", "detail", "device", "dtype", "api_key")
 
 
-def _items(inputs: str | Path | Iterable[str | Path | InputItem]) -> list[InputItem]:
+def _items(inputs: str | Path | Iterable[str | Path | InputItem], frame_folders: bool = False) -> list[InputItem]:
     if isinstance(inputs, (str, Path)):
-        return discover([inputs])
+        return discover([inputs], frame_folders)
     items: list[InputItem] = []
     paths: list[str | Path] = []
     for x in inputs:
@@ -33,7 +33,7 @@ def _items(inputs: str | Path | Iterable[str | Path | InputItem]) -> list[InputI
             items.append(x)
         else:
             paths.append(x)
-    return items + discover(paths)
+    return items + discover(paths, frame_folders)
 
 
 def make_config(config: RunConfig | None = None, **settings: Any) -> RunConfig:
@@ -68,8 +68,8 @@ def run(
     """Label every input and append one record per input to ``out`` (resumable)."""
     from sovtp.pipeline import run_items
 
-    items = _items(inputs)
     cfg = make_config(config, **settings)
+    items = _items(inputs, cfg.frame_folders)
     if progress is True:
         return _run_with_bar(items, cfg, Path(out))
     return run_items(items, cfg, out, progress=progress or None)
@@ -99,21 +99,22 @@ def preview(
     """Write annotated frames + rendered prompt per input, without any model."""
     from sovtp.pipeline import preview_items
 
-    items = _items(inputs)
+    cfg = make_config(config, **settings)
+    items = _items(inputs, cfg.frame_folders)
     if root is None and isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
         root = Path(inputs)
-    return preview_items(items, make_config(config, **settings), out_dir, html=html, root=root)
+    return preview_items(items, cfg, out_dir, html=html, root=root)
 
 
 def extract_cues(path: str | Path, config: RunConfig | None = None, **settings: Any) -> tuple[Clip, Cues]:
     """Decode one input and run the extractors: the clip and its cues, no model."""
     from sovtp.pipeline import Preparer
-    from sovtp.types import file_sha256
+    from sovtp.video import content_sha256
 
     cfg = make_config(config, **settings)
     preparer = Preparer(cfg)
     timings: dict[str, float] = {}
-    return preparer.clip_and_cues(Path(path), file_sha256(Path(path)), timings)
+    return preparer.clip_and_cues(Path(path), content_sha256(Path(path)), timings)
 
 
 def load_results(path: str | Path) -> list[Result]:

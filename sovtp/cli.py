@@ -86,6 +86,21 @@ CacheOpt = Annotated[
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Use no cue or response cache.")]
 MaxSideOpt = Annotated[int, typer.Option("--max-side", help="Downscale decoded frames whose longer side exceeds this.")]
+FrameFoldersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--frame-folders",
+        help="Read every folder that holds images as one clip of those frames, in natural name order (FERV39k, DFEW/MAFW face crops), instead of one item per image.",
+    ),
+]
+FrameRateOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--frame-rate",
+        min=0.001,
+        help="Frames per second of frame folders, to give their frames times (default: none; frames are named by number).",
+    ),
+]
 
 
 def _parse_cues(cues: str | None) -> frozenset[str] | None:
@@ -268,6 +283,8 @@ def run(
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
+    frame_folders: FrameFoldersOpt = False,
+    frame_rate: FrameRateOpt = None,
 ) -> None:
     """Label every video/image in INPUTS with an emotion and write one JSONL record each."""
     from sovtp.api import run as api_run
@@ -303,8 +320,9 @@ def run(
         backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
         target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, workers=workers, temperature=temperature,
         max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
+        frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
-    items = discover(inputs)
+    items = discover(inputs, frame_folders)
     if not items:
         err.print(
             f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...)."
@@ -351,6 +369,8 @@ def prompt(
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
+    frame_folders: FrameFoldersOpt = False,
+    frame_rate: FrameRateOpt = None,
 ) -> None:
     """Write the annotated frames and the rendered prompt for each input, with no model at all."""
     from sovtp.api import preview
@@ -360,8 +380,9 @@ def prompt(
     config = _config(
         template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
         per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
+        frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
-    items = discover(inputs)
+    items = discover(inputs, frame_folders)
     if not items:
         err.print(f"No video or image files found in {', '.join(map(str, inputs))}.")
         raise typer.Exit(2)

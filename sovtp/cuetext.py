@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sovtp.labels import LabelSet
-from sovtp.types import AU, Box, Clip, Cues, FaceAUs, FaceTrack
+from sovtp.types import AU, Box, Clip, Cues, FaceAUs, FaceTrack, Frame
 
 CUE_KINDS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
 
@@ -159,6 +159,15 @@ def _face_dict(track: FaceTrack, cues: Cues, clip: Clip, include: set[str], num_
     }
 
 
+def _frame_dict(frame: Frame, frame_count: int | None) -> dict[str, Any]:
+    """A sampled frame for templates. Without a timestamp (a frame folder read without a
+    frame rate) ``time`` names the frame, so "sampled ... at {times}" still reads true."""
+    if frame.timestamp is None:
+        of = f" of {frame_count}" if frame_count else ""
+        return {"number": frame.position + 1, "index": frame.index, "timestamp": None, "time": f"frame {frame.index + 1}{of}"}
+    return {"number": frame.position + 1, "index": frame.index, "timestamp": round(frame.timestamp, 2), "time": f"{frame.timestamp:.2f} s"}
+
+
 def _scene_dict(cues: Cues) -> dict[str, Any] | None:
     s = cues.scene
     if s is None:
@@ -275,10 +284,7 @@ def template_variables(
         "labels_text": ", ".join(label_list),
         "label_set": labels.name,
         "num_frames": num_frames,
-        "frames": [
-            {"number": f.position + 1, "index": f.index, "timestamp": round(f.timestamp, 2), "time": f"{f.timestamp:.2f} s"}
-            for f in clip.frames
-        ],
+        "frames": [_frame_dict(f, clip.frame_count) for f in clip.frames],
         "is_image": clip.is_image,
         "duration": None if clip.duration is None else round(clip.duration, 2),
         "fps": None if clip.fps is None else round(clip.fps, 2),
@@ -318,11 +324,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "num_frames": ("int", "number of sampled frames (1 for a still image)"),
     "frames": (
         "list[dict]",
-        "one per sampled frame: number (1-based, as drawn on grids), index (frame in the video), timestamp (s), time ('1.20 s')",
+        "one per sampled frame: number (1-based, as drawn on grids), index (frame in the video), timestamp (s; None for a frame folder without --frame-rate), time ('1.20 s', or 'frame 13 of 40' without a timestamp)",
     ),
     "is_image": ("bool", "the input is a still image"),
-    "duration": ("float | None", "clip length in seconds"),
-    "fps": ("float | None", "frames per second of the video"),
+    "duration": ("float | None", "clip length in seconds (None for a frame folder without --frame-rate)"),
+    "fps": ("float | None", "frames per second of the video (a frame folder's --frame-rate)"),
     "visual": (
         "str",
         "the visual mode of the images (none, box, numbered, landmarks, sovtp, red_circle, blur_reverse, gray_reverse, crop, som)",

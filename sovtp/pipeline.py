@@ -62,6 +62,8 @@ class RunConfig:
     extractor_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_side: int | None = 1280
     image_max_side: int | None = None
+    frame_folders: bool = False  # a folder that holds images is one clip (discovery only; manifest rows naming a folder always are)
+    frame_rate: float | None = None  # frames per second of frame folders (None: their frames have no timestamps)
     temperature: float = 0.0
     max_tokens: int = 512
     seed: int | None = 0
@@ -97,6 +99,8 @@ class RunConfig:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
+            # only when set, so run keys of earlier runs (and of every video) stay as they were
+            **({"frame_rate": self.frame_rate} if self.frame_rate is not None else {}),
         }
 
     def public_dict(self) -> dict[str, Any]:
@@ -233,6 +237,7 @@ class Preparer:
                 content_hash=content_hash,
                 background=background,
                 threads=decode_threads(self.extract_threads),
+                frame_rate=self.config.frame_rate,
             )
         except Exception as exc:  # kept, and raised where prepare() turns it into this item's error record
             clip = exc
@@ -316,12 +321,12 @@ def run_key_for(content_hash: str, config: RunConfig) -> str:
 
 
 def _hash_item(item: InputItem) -> tuple[str | None, str | None]:
-    from sovtp.types import file_sha256
+    from sovtp.video import content_sha256
 
     try:
-        return file_sha256(item.path), None
-    except IsADirectoryError:
-        return None, f"{item.display}: is a directory, not a media file"
+        return content_sha256(item.path), None
+    except MediaError as exc:  # a frame folder without frames, or with an unreadable one
+        return None, str(exc)
     except PermissionError:
         return None, f"{item.path.name}: permission denied; make the file readable (chmod +r) or run as its owner"
     except FileNotFoundError:
@@ -336,7 +341,9 @@ def _base_result(p: Prepared, config: RunConfig) -> Result:
         path=p.item.display,
         status="error",
         content_hash=p.content_hash,
-        frames=[{"index": f.index, "timestamp": round(f.timestamp, 4)} for f in clip.frames] if clip else [],
+        frames=[{"index": f.index, "timestamp": None if f.timestamp is None else round(f.timestamp, 4)} for f in clip.frames]
+        if clip
+        else [],
         face_ids=[f.id for f in cues.faces] if cues else [],
         target_id=cues.target_id if cues else None,
         cues_ran=dict(cues.ran) if cues else {},
@@ -632,7 +639,7 @@ def preview_items(
     """``sovtp prompt``: write each item's annotated frames and rendered prompt, no model.
     Returns (item, written files) or (item, error sentence) per item."""
     from sovtp.inputs import safe_name
-    from sovtp.preview import write_preview
+    from sovtp.preview_page import write_preview
 
     out_dir = Path(out_dir)
     preparer = Preparer(config)

@@ -87,11 +87,12 @@ class Box(BaseModel):
 @dataclass(frozen=True)
 class Frame:
     """One sampled frame. ``position`` is its place among the sampled frames (0..N-1),
-    ``index`` its frame number in the source video, ``image`` RGB uint8 HxWx3."""
+    ``index`` its frame number in the source video, ``image`` RGB uint8 HxWx3.
+    ``timestamp`` (seconds) is None only for a frame folder read without a frame rate."""
 
     position: int
     index: int
-    timestamp: float
+    timestamp: float | None
     image: np.ndarray = field(repr=False, compare=False)
 
     @property
@@ -107,8 +108,9 @@ class Frame:
 class Clip:
     """A decoded input: a video's sampled frames, or a still image as a one-frame clip.
 
-    ``content_hash`` is the sha256 of the file's bytes; caches and resume key on it,
-    never on the path, so a renamed file is still recognised and an edited one is not.
+    ``content_hash`` is the sha256 of the file's bytes (of a frame folder's frames); caches
+    and resume key on it, never on the path, so a renamed file is still recognised and an
+    edited one is not.
     """
 
     path: Path
@@ -414,7 +416,7 @@ class Result(BaseModel):
     reasoning: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     content_hash: str | None = None
-    frames: list[dict[str, float]] = Field(default_factory=list)  # [{"index":..,"timestamp":..}]
+    frames: list[dict[str, int | float | None]] = Field(default_factory=list)  # [{"index": int, "timestamp": s or None}]
     face_ids: list[int] = Field(default_factory=list)
     target_id: int | None = None
     cues_ran: dict[str, str] = Field(default_factory=dict)

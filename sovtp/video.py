@@ -98,11 +98,14 @@ def read_clip(
     content_hash: str | None = None,
     background: bool = False,
     threads: int | None = None,
+    frame_rate: float | None = None,
 ) -> Clip:
     """Decode ``path`` into a clip of ``num_frames`` uniformly sampled RGB frames.
 
-    Still images become one-frame clips. ``max_side`` downscales frames whose longer
-    side exceeds it (None keeps the original size).
+    Still images become one-frame clips; a folder is a frame folder
+    (:mod:`sovtp.frame_folder`; ``frame_rate`` gives its frames their times).
+    ``max_side`` downscales frames whose longer side exceeds it (None keeps the
+    original size).
 
     ``background=True`` returns as soon as the first frame is decoded; the others keep
     decoding in a background thread and ``clip.frames`` is a :class:`FrameFeed` that
@@ -114,12 +117,16 @@ def read_clip(
     fewer than this process's cores; the runner passes one fewer than its share).
     """
     path = Path(path)
-    _check_readable(path)
     if num_frames < 1:
         raise ValueError("num_frames must be at least 1")
+    if path.is_dir():
+        from sovtp.frame_folder import read_frame_folder
+
+        return read_frame_folder(path, content_hash or content_sha256(path), num_frames, max_side, frame_rate)
+    _check_readable(path)
     digest = content_hash or file_sha256(path)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return _read_image(path, digest, max_side)
+        return Clip.still(path, load_image(path, max_side), digest)
     return _read_video(path, digest, num_frames, max_side, background, threads)
 
 
@@ -236,7 +243,18 @@ class FrameFeed(Sequence[Frame]):
         return f"FrameFeed({state}, {self._expected} frames)"
 
 
-def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
+def content_sha256(path: Path) -> str:
+    """The content hash caches and resume key on: a file's sha256, or a frame folder's
+    (its frames' names and bytes, :func:`sovtp.frame_folder.frame_folder_sha256`)."""
+    if path.is_dir():
+        from sovtp.frame_folder import frame_folder_sha256
+
+        return frame_folder_sha256(path)
+    return file_sha256(path)
+
+
+def load_image(path: Path, max_side: int | None) -> np.ndarray:
+    """One image file as upright RGB uint8, downscaled to ``max_side``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -259,7 +277,7 @@ def _read_image(path: Path, digest: str, max_side: int | None) -> Clip:
         raise MediaError(f"{path.name}: image is too large to decode safely; downscale it first") from None
     except OSError as exc:
         raise MediaError(f"{path.name}: image data is truncated or corrupt ({exc}); re-export it") from None
-    return Clip.still(path, arr, digest)
+    return arr
 
 
 def _open(path: Path):

@@ -311,3 +311,29 @@ def test_ablate_says_an_unreadable_input_once_not_once_per_variant(media, tmp_pa
     assert len(said) == 1 and said[0].startswith("error "), res.output
     records = [json.loads(line) for f in sorted((out / "results").glob("*.jsonl")) for line in f.read_text().splitlines()]
     assert sorted(r["status"] for r in records if r["path"].endswith("broken.mp4")) == ["error", "error"]
+
+
+def test_ablate_without_a_model_scores_the_model_the_server_serves(media, tmp_path):
+    """`--backend openai` without `--model` answers with the first model the server lists.
+    The table must score those records (before, every row had n = 0: plan.json stored
+    model null and no record matched its variant), and plan.json names the model."""
+    import json
+    import shutil
+
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media / "single_face.jpg", data / "a.jpg")
+    shutil.copy(media / "multi_face.jpg", data / "b.jpg")
+    items = [InputItem(data / "a.jpg", {"label": "happy"}), InputItem(data / "b.jpg", {"label": "sad"})]
+    out = tmp_path / "ablation"
+    with FaultServer(model_id="served-model") as server:
+        options = {"base_url": server.base_url, "max_retries": 0}
+        base = RunConfig(backend="openai", model=None, num_frames=1, cache_dir=None, extractors=("faces",), backend_options=options)
+        outcome = A.ablate(items, {"template": ["direct"], "visual": ["none", "box"]}, base, out, n_boot=0, examples=0)
+    rows = {row["name"]: row for row in outcome.summary["variants"]}
+    assert {name: row["n"] for name, row in rows.items()} == {"template=direct,visual=none": 2, "template=direct,visual=box": 2}
+    assert rows["template=direct,visual=none"]["metrics"]["war"] == pytest.approx(0.5)  # the canned "happy": one of two right
+    plan = json.loads((out / "plan.json").read_text())
+    assert {v["answer_key"]["model"] for v in plan["variants"]} == {"served-model"}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from sovtp.compose import compose_prompt, load_template
 from sovtp.labels import DFEW, LabelSet
-from sovtp.preview import png_bytes, preview_html, prompt_as_text, write_preview
+from sovtp.preview_page import png_bytes, preview_html, prompt_as_text, write_preview
 from sovtp.render import render_views
 from tests.test_render import real_scene
 
@@ -112,3 +112,16 @@ def test_previewing_again_into_the_same_folder_leaves_no_stale_files(tmp_path, r
     plain = replace(prompt, answer_schema=None)
     second = write_preview(tmp_path, "item", plain, cues)
     assert sorted(p.name for p in (tmp_path / "item").iterdir()) == sorted([*(p.name for p in second), "notes.md"])
+
+
+def test_no_submodule_shadows_a_public_api_name():
+    """``sovtp.preview(...)`` is the API; a submodule of the same name would replace it
+    on the package the moment anything imported that module (the first preview did), so
+    the second ``sovtp.preview(...)`` of a script failed with "'module' object is not
+    callable"."""
+    import importlib.util
+
+    import sovtp
+
+    clashes = [name for name in sovtp.__all__ if name != "__version__" and importlib.util.find_spec(f"sovtp.{name}") is not None]
+    assert clashes == []

@@ -39,3 +39,15 @@ def test_builtin_template_key_follows_the_shipped_text() -> None:
 
     assert template_digest("sovtp") == load_template("sovtp").sha256
     assert template_digest("direct") != template_digest("sovtp")
+
+
+def test_a_frame_rate_is_in_the_key_only_when_given() -> None:
+    """It changes a frame folder's captions and prompt times, so it re-answers; unset, the
+    key is what it was before frame folders existed (earlier results files still resume),
+    and discovering frame folders changes no answer."""
+    base = RunConfig(backend="openai", model="m", cache_dir=None)
+    key = run_key_for("clip-hash", base)
+    assert "frame_rate" not in base.answer_key()
+    assert run_key_for("clip-hash", replace(base, frame_folders=True)) == key
+    assert run_key_for("clip-hash", replace(base, frame_rate=30.0)) != key
+    assert run_key_for("clip-hash", replace(base, frame_rate=30.0)) != run_key_for("clip-hash", replace(base, frame_rate=25.0))

@@ -23,7 +23,7 @@ from sovtp.compose import BUILTIN_TEMPLATES, TemplateError, check_needs, check_t
 from sovtp.cuetext import variables_reference
 from sovtp.errors import UserError
 from sovtp.labels import DFEW, MAFW
-from sovtp.preview import prompt_as_text
+from sovtp.preview_page import prompt_as_text
 from sovtp.types import AU, Box, Clip, Cues, ExpressionEstimate, FaceAUs, FaceObservation, FaceTrack, Frame, ImagePart, Pose, SceneStats
 
 GOLDEN = Path(__file__).parent / "golden"

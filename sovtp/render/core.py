@@ -64,9 +64,12 @@ def render_frame(
     return canvas.to_array()
 
 
-def _caption(frame: Frame, n: int, mode: str, is_image: bool = False) -> str:
+def _caption(frame: Frame, n: int, mode: str, is_image: bool = False, frame_count: int | None = None) -> str:
     if is_image:  # a still photo has no frame number or time to show
         return f"the photo · {mode}"
+    if frame.timestamp is None:  # a frame folder without a frame rate: counted as the template's {{ frames }} are
+        of = f" of {frame_count}" if frame_count else ""
+        return f"frame {frame.position + 1}/{n} (source frame {frame.index + 1}{of}) · {mode}"
     return f"frame {frame.position + 1}/{n} (video frame {frame.index}, t={frame.timestamp:.2f} s) · {mode}"
 
 
@@ -165,5 +168,5 @@ def render_views(
         image = render_frame(frame, cues, mode, privacy, scale, **options)
         if max_side and max(image.shape[:2]) > max_side:  # a crop enlarged past the bound
             image = _resize(image, max_side / max(image.shape[:2]))
-        parts.append(ImagePart(image=image, caption=_caption(frame, n, mode, clip.is_image)))
+        parts.append(ImagePart(image=image, caption=_caption(frame, n, mode, clip.is_image, clip.frame_count)))
     return parts

@@ -1,0 +1,153 @@
+"""Frame folders (FERV39k, DFEW/MAFW face crops): a folder of images is one clip.
+
+The reference is the video itself: every frame of ``single_face.mp4`` dumped as a PNG
+(lossless, through the decoder's own RGB conversion) under names that are *not* zero-
+padded (``1.png`` ... ``72.png``), as many frame dumps are. Read as a folder, it must give
+the frames the video gives, in the video's order, at the video's times.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sovtp.inputs import discover
+from sovtp.video import content_sha256, read_clip
+
+
+def dump_frames(video: Path, folder: Path, fmt: str = "{}.png") -> Path:
+    """Every frame of ``video`` as an image file named ``fmt.format(n)`` (n from 1)."""
+    import av
+
+    from sovtp.video import _to_rgb
+
+    folder.mkdir(parents=True)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        for n, frame in enumerate(container.decode(stream), 1):
+            Image.fromarray(_to_rgb(frame, frame.width, frame.height)).save(folder / fmt.format(n))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def frames_dir(media: Path, tmp_path_factory) -> Path:
+    return dump_frames(media / "single_face.mp4", tmp_path_factory.mktemp("ff") / "clip_0001")
+
+
+def test_a_frame_folder_reads_as_the_video_it_was_dumped_from(media: Path, frames_dir: Path) -> None:
+    video = read_clip(media / "single_face.mp4", 8, max_side=None)
+    folder = read_clip(frames_dir, 8, max_side=None, frame_rate=video.fps)
+    assert [f.index for f in folder.frames] == [f.index for f in video.frames]
+    for a, b in zip(video.frames, folder.frames, strict=True):
+        assert np.array_equal(a.image, b.image), f"frame {a.index} differs: the folder's frames are out of order"
+        assert b.timestamp == pytest.approx(a.timestamp, abs=1e-6)
+    assert (folder.frame_count, folder.size, folder.is_image) == (video.frame_count, video.size, False)
+    assert folder.duration == pytest.approx(video.duration)
+
+
+def test_without_a_frame_rate_no_time_is_invented(frames_dir: Path, tmp_path: Path) -> None:
+    import sovtp
+
+    clip = read_clip(frames_dir, 4)
+    assert clip.fps is None and clip.duration is None
+    assert [f.timestamp for f in clip.frames] == [None] * 4
+
+    out = tmp_path / "preview"
+    written = sovtp.preview([frames_dir], out_dir=out, num_frames=4, cache_dir=None, frame_folders=True)
+    ((item, files),) = written
+    assert not isinstance(files, str), files
+    text = (files[0].parent / "prompt.txt").read_text()
+    times = ", ".join(f"frame {f.index + 1} of 72" for f in clip.frames)
+    assert f"at {times}." in text  # the template's "sampled ... at {times}" names frames, not seconds
+    assert "[image 1: frame 1/4 (source frame 10 of 72) · sovtp]" in text  # the same 1-based count as the text
+
+
+def test_the_content_hash_follows_the_frames_not_the_folder(frames_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(frames_dir, tmp_path / "renamed_folder")
+    digest = content_sha256(frames_dir)
+    assert content_sha256(copy) == digest  # another folder name, same frames: same input
+    (copy / "30.png").rename(copy / "30b.png")
+    assert content_sha256(copy) != digest  # a renamed frame can change the order
+    (copy / "30b.png").rename(copy / "30.png")
+    pixels = np.asarray(Image.open(copy / "30.png")).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(copy / "30.png")
+    assert content_sha256(copy) != digest  # one edited pixel: a new input for the caches
+
+
+def test_frame_folders_are_found_only_when_asked(frames_dir: Path, media: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(frames_dir, root / "happy" / "clip_0001")
+    shutil.copy(media / "single_face.mp4", root / "happy" / "clip_0002.mp4")
+    photos = root / "happy" / "photos"
+    photos.mkdir()
+    shutil.copy(media / "multi_face.jpg", photos / "a.jpg")
+    (photos / ".thumb.jpg").write_bytes(b"hidden")
+
+    default = [it.path.relative_to(root).as_posix() for it in discover([root])]
+    assert len(default) == 72 + 2  # every image an item, as before; the hidden file is skipped
+    folders = [it.path.relative_to(root).as_posix() for it in discover([root], frame_folders=True)]
+    assert folders == ["happy/clip_0002.mp4", "happy/clip_0001", "happy/photos"]  # a folder's files, then its subfolders
+    assert [it.path for it in discover([root / "happy" / "clip_0001"], frame_folders=True)] == [root / "happy" / "clip_0001"]
+
+    from sovtp.eval.datasets import load_dataset
+
+    from sovtp.labels import load_label_set
+
+    items = load_dataset(root, load_label_set("dfew"), frame_folders=True)  # sovtp ablate data/ --frame-folders
+    assert [(it.path.name, it.meta["label"]) for it in items] == [("clip_0002.mp4", "happy"), ("clip_0001", "happy"), ("photos", "happy")]
+
+
+def test_a_run_over_a_frame_folder_manifest_records_every_row(frames_dir: Path, tmp_path: Path) -> None:
+    """A DFEW-style manifest (numeric labels) naming frame folders: a good folder, one
+    with a broken sampled frame and an empty one. Each gets its record; the bad ones a
+    sentence naming the problem; the run goes on."""
+    from sovtp.eval.datasets import load_dataset
+
+    import sovtp
+    from sovtp.labels import load_label_set
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "dfew"
+    shutil.copytree(frames_dir, data / "00001")
+    broken = shutil.copytree(frames_dir, data / "00002")
+    (broken / "10.png").write_bytes(b"not an image")  # frame index 9: the first of 4 uniform samples
+    (data / "00003").mkdir()
+    (data / "00003" / "notes.txt").write_text("frames were never extracted")
+    manifest = data / "test.csv"
+    with manifest.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label"], ["00001", 1], ["00002", 5], ["00003", 2]])
+    items = load_dataset(manifest, load_label_set("dfew"))
+
+    out = tmp_path / "results.jsonl"
+    with FaultServer() as server:
+        summary = sovtp.run(
+            items, out=out, backend="openai", model="test-model", base_url=server.base_url, workers=1, num_frames=4,
+            cache_dir=None, frame_rate=30.0,
+        )  # fmt: skip
+        sent = [r["body"] for r in server.requests]
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert (summary.ok, summary.errors) == (1, 2)
+    good = records["00001"]
+    assert good["status"] == "ok" and good["meta"]["label"] == "happy"
+    assert [f["timestamp"] for f in good["frames"]] == pytest.approx([0.3, 0.9, 1.5, 2.1])
+    assert records["00002"]["error"].startswith("00002/10.png: not a readable image") and "remove the frame" in records["00002"]["error"]
+    assert "00003: the folder holds no image files" in records["00003"]["error"]
+    assert len(sent) == 1 and "0.30 s" in json.dumps(sent[0])
+
+    # without --frame-rate: the record keeps frame numbers and no invented times
+    with FaultServer() as server:
+        again = sovtp.run(
+            items[:1], out=tmp_path / "no_rate.jsonl", backend="openai", model="test-model", base_url=server.base_url, workers=1,
+            num_frames=4, cache_dir=None,
+        )  # fmt: skip
+        sent = [r["body"] for r in server.requests]
+    record = json.loads((tmp_path / "no_rate.jsonl").read_text())
+    assert again.ok == 1 and record["frames"] == [{"index": i, "timestamp": None} for i in (9, 27, 45, 63)]
+    assert "at frame 10 of 72, frame 28 of 72" in json.dumps(sent[0])
