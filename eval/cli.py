@@ -189,6 +189,16 @@ def ablate_command(
     labels: LabelsOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="Only manifest rows (or the Hugging Face split) with this split.")] = None,
     path_col: Annotated[str | None, typer.Option("--path-col", help="Manifest column with the file path (default: path).")] = None,
+    path_format: Annotated[
+        str | None,
+        typer.Option(
+            "--path-format",
+            help="Build each manifest row's path from its columns instead, e.g. 'Clip/clip_224x224/{video_name:0>5}' for DFEW's official set_N.csv.",
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Folder that relative manifest paths start from (default: the manifest's folder).")
+    ] = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Manifest column with the ground truth (default: label).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items (a pilot run).")] = None,
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")] = 8,
@@ -258,7 +268,10 @@ def ablate_command(
         raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
     try:
         g = parse_grid(grid)
-        items = load_dataset(data, label_set, split=split, path_col=path_col, label_col=label_col, frame_folders=frame_folders)
+        items = load_dataset(
+            data, label_set, split=split, path_col=path_col, label_col=label_col, frame_folders=frame_folders, path_format=path_format,
+            root=data_root,
+        )  # fmt: skip
     except (AblationError, DatasetError) as exc:
         raise _fail(exc) from None
     if limit:

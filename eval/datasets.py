@@ -129,27 +129,70 @@ def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...
     )
 
 
+def _path_fields(path_format: str, columns: Iterable[str], source: Path) -> list[str]:
+    """The columns a ``--path-format`` names; plain column names only (no ``.attr`` or
+    ``[key]``: the template fills in text, it does not reach into objects)."""
+    import string
+
+    cols = list(columns)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(path_format) if f is not None]
+    except ValueError as exc:
+        raise DatasetError(f"--path-format {path_format!r} is not a valid template ({exc}); write columns as {{video_name}}") from None
+    for f in fields:
+        if not f or f.isdigit() or any(c in f for c in ".["):
+            raise DatasetError(f"--path-format {path_format!r}: {{{f}}} is not a column name; write columns as {{video_name}}")
+        if f not in cols:
+            raise DatasetError(f"--path-format {path_format!r} names column {f!r}, which {source.name} lacks (columns: {', '.join(cols)})")
+    return fields
+
+
 def from_manifest(
     manifest: Path | str,
     labels: LabelSet,
     path_col: str | None = None,
     label_col: str | None = None,
     root: Path | str | None = None,
+    path_format: str | None = None,
 ) -> list[InputItem]:
-    """Rows -> items. Extra columns (split, fold, tier, anything) are kept in ``meta``."""
+    """Rows -> items. Extra columns (split, fold, tier, anything) are kept in ``meta``.
+
+    ``path_format`` builds each row's path from its columns (``str.format`` over the
+    cells as text), for annotation files that hold ids rather than paths: DFEW's official
+    ``EmoLabel_DataSplit/test(single-labeled)/set_1.csv`` has ``video_name,label`` rows
+    such as ``1,5``, and its clips are ``Clip/original/1.mp4`` or the frame folders
+    ``Clip/clip_224x224/00001`` (``{video_name:0>5}``). Relative paths resolve against
+    ``root`` (default: the manifest's folder)."""
     manifest = Path(manifest)
     rows = read_table(manifest)
     if not rows:
         raise DatasetError(f"{manifest} has no rows")
-    pcol = _pick(rows[0].keys(), path_col, PATH_COLUMNS, "path", manifest)
+    if path_format is not None:
+        fields = _path_fields(path_format, rows[0].keys(), manifest)
+        pcol = None
+    else:
+        fields = []
+        pcol = _pick(rows[0].keys(), path_col, PATH_COLUMNS, "path", manifest)
     lcol = _pick(rows[0].keys(), label_col, LABEL_COLUMNS, "label", manifest)
     base = Path(root) if root is not None else manifest.parent
     items: list[InputItem] = []
     for n, row in enumerate(rows, 2 if manifest.suffix.lower() in (".csv", ".tsv") else 1):
         where = f"{manifest.name}, row {n}"
-        raw_path = row.get(pcol)
-        if not raw_path:
-            raise DatasetError(f"{where}: the {pcol!r} column is empty; every row needs a file path")
+        if path_format is not None:
+            cells = {f: "" if row.get(f) is None else str(row.get(f)).strip() for f in fields}
+            empty = [f for f, v in cells.items() if not v]
+            if empty:
+                raise DatasetError(f"{where}: the {empty[0]!r} column is empty; --path-format needs it to build the path")
+            try:
+                raw_path = path_format.format(**cells)
+            except (ValueError, IndexError, KeyError) as exc:
+                raise DatasetError(
+                    f"--path-format {path_format!r} cannot be filled from {where} ({exc}); cells are text, so pad with {{video_name:0>5}}, not :05d"
+                ) from None
+        else:
+            raw_path = row.get(pcol)
+            if not raw_path:
+                raise DatasetError(f"{where}: the {pcol!r} column is empty; every row needs a file path")
         p = Path(str(raw_path)).expanduser()
         if not p.is_absolute():
             p = base / p
@@ -236,6 +279,8 @@ def load_dataset(
     label_col: str | None = None,
     cache_dir: Path | str | None = None,
     frame_folders: bool = False,
+    path_format: str | None = None,
+    root: Path | str | None = None,
 ) -> list[InputItem]:
     """Items of a labelled dataset given as a label-subfolder folder, a manifest file, or
     ``hf:owner/name`` / a Hugging Face ``videofolder``/``imagefolder`` (``hf:`` + path).
@@ -243,7 +288,7 @@ def load_dataset(
     ``split`` keeps only manifest rows whose ``split`` column matches (and picks the
     Hugging Face split). A manifest row may name a frame folder (a folder of images, read
     as one clip); ``frame_folders`` makes the folders of images in a label-subfolder
-    dataset clips too.
+    dataset clips too. ``path_format`` and ``root``: see :func:`from_manifest`.
     """
     text = str(spec)
     if text.startswith("hf:") and not Path(text).exists():
@@ -257,7 +302,7 @@ def load_dataset(
             raise DatasetError(
                 f"{path} is a single file, not a dataset; give a folder with one subfolder per label or a CSV/JSONL manifest"
             )
-        items = from_manifest(path, labels, path_col=path_col, label_col=label_col)
+        items = from_manifest(path, labels, path_col=path_col, label_col=label_col, root=root, path_format=path_format)
         if split is not None:
             items = [it for it in items if str(it.meta.get("split", "")) == split]
             if not items:

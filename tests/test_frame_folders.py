@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -151,3 +152,68 @@ def test_a_run_over_a_frame_folder_manifest_records_every_row(frames_dir: Path, 
     record = json.loads((tmp_path / "no_rate.jsonl").read_text())
     assert again.ok == 1 and record["frames"] == [{"index": i, "timestamp": None} for i in (9, 27, 45, 63)]
     assert "at frame 10 of 72, frame 28 of 72" in json.dumps(sent[0])
+
+
+@pytest.fixture
+def dfew_layout(media: Path, tmp_path: Path) -> Path:
+    """DFEW as its authors ship it (few frames, real pixels): the official split file with
+    ``video_name,label`` ids, the original clips ``Clip/original/<id>.mp4`` and the
+    face-crop frame folders ``Clip/clip_224x224/<id:05>/<id:05>_<n:05>.jpg``."""
+    root = tmp_path / "DFEW"
+    split = root / "EmoLabel_DataSplit" / "test(single-labeled)"
+    split.mkdir(parents=True)
+    (split / "set_1.csv").write_text("video_name,label\n1,1\n2,5\n")
+    frames = read_clip(media / "single_face.mp4", 6).frames
+    for vid in (1, 2):
+        (root / "Clip" / "original").mkdir(parents=True, exist_ok=True)
+        shutil.copy(media / "single_face.mp4", root / "Clip" / "original" / f"{vid}.mp4")
+        folder = root / "Clip" / "clip_224x224" / f"{vid:05d}"
+        folder.mkdir(parents=True)
+        for n, frame in enumerate(frames, 1):
+            Image.fromarray(frame.image).resize((224, 224)).save(folder / f"{vid:05d}_{n:05d}.jpg")
+    return root
+
+
+def test_dfew_official_split_files_load_with_a_path_format(dfew_layout: Path) -> None:
+    from sovtp.eval.datasets import DatasetError, load_dataset
+
+    from sovtp.labels import load_label_set
+
+    dfew = load_label_set("dfew")
+    split = dfew_layout / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
+    items = load_dataset(split, dfew, path_format="Clip/clip_224x224/{video_name:0>5}", root=dfew_layout)
+    assert [(it.path, it.meta["label"], it.meta["video_name"]) for it in items] == [
+        (dfew_layout / "Clip" / "clip_224x224" / "00001", "happy", "1"),
+        (dfew_layout / "Clip" / "clip_224x224" / "00002", "surprise", "2"),
+    ]
+    videos = load_dataset(split, dfew, path_format="Clip/original/{video_name}.mp4", root=dfew_layout)
+    assert all(it.path.is_file() for it in videos)
+
+    for template, says in [
+        ("Clip/clip_224x224/{video_name:05d}", "pad with {video_name:0>5}"),
+        ("Clip/{vid}", "names column 'vid', which set_1.csv lacks (columns: video_name, label)"),
+        ("Clip/{video_name.__class__}", "is not a column name"),
+    ]:
+        with pytest.raises(DatasetError, match=re.escape(says)):
+            load_dataset(split, dfew, path_format=template, root=dfew_layout)
+
+
+def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+    from tests.helpers.servers import FaultServer
+
+    split = dfew_layout / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv"
+    out = tmp_path / "ablation"
+    with FaultServer() as server:
+        res = CliRunner().invoke(
+            app,
+            ["ablate", str(split), "--path-format", "Clip/clip_224x224/{video_name:0>5}", "--data-root", str(dfew_layout),
+             "--grid", "template=direct", "--backend", "openai", "--base-url", server.base_url, "--frames", "3",
+             "--out", str(out), "--bootstrap", "0", "--examples", "0", "--cache-dir", str(tmp_path / "cache")],
+        )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    (row,) = summary["variants"]
+    assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)  # canned "happy": clip 1 right, clip 2 (surprise) wrong
