@@ -162,7 +162,7 @@ def ablate_command(
     data: Annotated[
         str,
         typer.Argument(
-            help="Labelled data: a folder with one subfolder per label, a CSV/JSONL manifest (path,label[,split,fold,tier...]), or hf:owner/name.",
+            help="Labelled data: a folder with one subfolder per label, a CSV/TSV/JSONL manifest (path,label[,split,fold,tier...]) or a space-separated list (FERV39k split files), or hf:owner/name.",
             show_default=False,
         ),
     ],

@@ -28,7 +28,11 @@ from sovtp.labels import LabelSet, normalize_label
 
 PATH_COLUMNS = ("path", "file", "filename", "video", "video_path", "image")
 LABEL_COLUMNS = ("label", "emotion", "gt", "class")
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
+# Space-separated lists without a header row, named by their number of columns: FERV39k's
+# official 4_setups/*/*.csv ("Action/Sad/0010 Sad") and the "path num_frames label" list
+# files of DFER-CLIP-style training code.
+HEADERLESS_COLUMNS = {2: ("path", "label"), 3: ("path", "num_frames", "label")}
 
 
 class DatasetError(ValueError):
@@ -88,11 +92,14 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
     """Rows of a CSV/TSV (header row) or JSONL/JSON (objects) file, in file order."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv", ".txt"):
         with open(path, newline="", encoding="utf-8-sig") as fh:
             sample = fh.read(4096)
             fh.seek(0)
-            delimiter = "\t" if suffix == ".tsv" or ("\t" in sample and "," not in sample.splitlines()[0]) else ","
+            first = sample.splitlines()[0] if sample.strip() else ""
+            if suffix != ".tsv" and first and "," not in first and "\t" not in first and " " in first.strip():
+                return _space_separated(path, fh.read())
+            delimiter = "\t" if suffix == ".tsv" or ("\t" in sample and "," not in first) else ","
             return [dict(r) for r in csv.DictReader(fh, delimiter=delimiter)]
     if suffix in (".jsonl", ".ndjson"):
         rows = []
@@ -112,6 +119,34 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
             raise DatasetError(f"{path} holds no list of rows; use JSONL (one object per line) or a JSON list of objects")
         return data
     raise DatasetError(f"{path}: unknown manifest type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _space_separated(path: Path, text: str) -> list[dict[str, Any]]:
+    """Rows of a space-separated list. With a header row (it names a path or label column)
+    the header names the columns; without one, ``HEADERLESS_COLUMNS`` does."""
+    lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    header = [c.lower() for c in lines[0][1]]
+    if any(c in PATH_COLUMNS or c in LABEL_COLUMNS for c in header):
+        names, lines = tuple(lines[0][1]), lines[1:]
+    else:
+        names = HEADERLESS_COLUMNS.get(len(lines[0][1]), ())
+        if not names:
+            raise DatasetError(
+                f"{path} has {len(lines[0][1])} space-separated columns and no header row; add a header naming the path and label columns"
+            )
+    rows = _Rows()
+    rows.first_line = lines[0][0] if lines else 1
+    for n, cells in lines:
+        if len(cells) != len(names):
+            raise DatasetError(f"{path}, line {n}: {len(cells)} space-separated columns where the file has {len(names)}; fix the line")
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+class _Rows(list):
+    """Rows that know the file line of the first one (for "row N" in messages)."""
+
+    first_line: int = 1
 
 
 def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...], what: str, source: Path) -> str:
@@ -176,7 +211,7 @@ def from_manifest(
     lcol = _pick(rows[0].keys(), label_col, LABEL_COLUMNS, "label", manifest)
     base = Path(root) if root is not None else manifest.parent
     items: list[InputItem] = []
-    for n, row in enumerate(rows, 2 if manifest.suffix.lower() in (".csv", ".tsv") else 1):
+    for n, row in enumerate(rows, getattr(rows, "first_line", 2 if manifest.suffix.lower() in (".csv", ".tsv", ".txt") else 1)):
         where = f"{manifest.name}, row {n}"
         if path_format is not None:
             cells = {f: "" if row.get(f) is None else str(row.get(f)).strip() for f in fields}

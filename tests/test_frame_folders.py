@@ -217,3 +217,36 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     summary = json.loads((out / "report" / "summary.json").read_text())
     (row,) = summary["variants"]
     assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)  # canned "happy": clip 1 right, clip 2 (surprise) wrong
+
+
+def test_ferv39ks_official_split_file_loads_as_it_ships(tmp_path: Path) -> None:
+    """FERV39k's 4_setups/All_scenes/test_All.csv has no header and one "scene/emotion/clip
+    Label" pair per line, space-separated; its clips are frame folders under
+    2_ClipsforFaceCrop. DFER-CLIP-style list files add a frame count: "path 72 5"."""
+    from sovtp.eval.datasets import DatasetError, load_dataset
+
+    from sovtp.labels import load_label_set
+
+    root = tmp_path / "FERV39k"
+    split = root / "4_setups" / "All_scenes"
+    split.mkdir(parents=True)
+    (split / "test_All.csv").write_text("Action/Sad/0010 Sad\nDaily/Happy/0003 Happy\n")
+    items = load_dataset(split / "test_All.csv", load_label_set("ferv39k"), root=root / "2_ClipsforFaceCrop")
+    assert [(it.path, it.meta["label"]) for it in items] == [
+        (root / "2_ClipsforFaceCrop" / "Action" / "Sad" / "0010", "sad"),
+        (root / "2_ClipsforFaceCrop" / "Daily" / "Happy" / "0003", "happy"),
+    ]
+
+    (tmp_path / "dfew_set_1_test.txt").write_text("/data/DFEW/clip_224x224/00003 64 4\n/data/DFEW/clip_224x224/00010 80 1\n")
+    listed = load_dataset(tmp_path / "dfew_set_1_test.txt", load_label_set("dfew"))
+    assert [(str(it.path), it.meta["label"], it.meta["num_frames"]) for it in listed] == [
+        ("/data/DFEW/clip_224x224/00003", "angry", "64"),
+        ("/data/DFEW/clip_224x224/00010", "happy", "80"),
+    ]
+
+    (tmp_path / "bad.txt").write_text("a/b 1 2 3\n")
+    with pytest.raises(DatasetError, match="4 space-separated columns and no header row"):
+        load_dataset(tmp_path / "bad.txt", load_label_set("dfew"))
+    (tmp_path / "ragged.txt").write_text("a/b happy\nc/d\n")
+    with pytest.raises(DatasetError, match=r"ragged.txt, line 2: 1 space-separated columns where the file has 2"):
+        load_dataset(tmp_path / "ragged.txt", load_label_set("dfew"))
