@@ -219,7 +219,7 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)  # canned "happy": clip 1 right, clip 2 (surprise) wrong
 
 
-def test_ferv39ks_official_split_file_loads_as_it_ships(tmp_path: Path) -> None:
+def test_ferv39k_and_mafw_official_split_files_load_as_they_ship(tmp_path: Path) -> None:
     """FERV39k's 4_setups/All_scenes/test_All.csv has no header and one "scene/emotion/clip
     Label" pair per line, space-separated; its clips are frame folders under
     2_ClipsforFaceCrop. DFER-CLIP-style list files add a frame count: "path 72 5"."""
@@ -242,6 +242,18 @@ def test_ferv39ks_official_split_file_loads_as_it_ships(tmp_path: Path) -> None:
     assert [(str(it.path), it.meta["label"], it.meta["num_frames"]) for it in listed] == [
         ("/data/DFEW/clip_224x224/00003", "angry", "64"),
         ("/data/DFEW/clip_224x224/00010", "happy", "80"),
+    ]
+
+    # MAFW: "Train & Test Set/single/no_caption/set_1/test.txt", clips under data/clips, its own label words
+    mafw = tmp_path / "MAFW" / "Train & Test Set" / "single" / "no_caption" / "set_1"
+    mafw.mkdir(parents=True)
+    (mafw / "test.txt").write_text("00025.mp4 happiness\n00031.mp4 helplessness\n00040.mp4 anger\n")
+    clips = tmp_path / "MAFW" / "data" / "clips"
+    got = load_dataset(mafw / "test.txt", load_label_set("mafw"), root=clips)
+    assert [(it.path, it.meta["label"]) for it in got] == [
+        (clips / "00025.mp4", "happy"),
+        (clips / "00031.mp4", "helplessness"),
+        (clips / "00040.mp4", "angry"),
     ]
 
     (tmp_path / "bad.txt").write_text("a/b 1 2 3\n")
