@@ -41,8 +41,11 @@ class LabelSet:
         return self.ids[self.labels.index(label)]
 
 
-# Official orders: DFEW (Jiang et al. 2020) 1 happy .. 7 fear; FERV39k (Wang et al. 2022)
-# 0 angry .. 6 surprise as in its annotation files; MAFW (Liu et al. 2022) 11 classes.
+# Official orders: DFEW (Jiang et al. 2020) 1 happy .. 7 fear, the ids of its set_N.csv
+# files; MAFW (Liu et al. 2022) 11 classes. FERV39k's (Wang et al. 2022) split files name
+# their labels ("Action/Sad/0010 Sad"), so its ids 0 angry .. 6 surprise (alphabetical, as
+# class-folder loaders number them) matter only for manifests that others wrote with
+# numbers: check which order those used (some, e.g. MAE-DFER's, number in DFEW's order).
 DFEW = LabelSet("dfew", ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"), (1, 2, 3, 4, 5, 6, 7))
 FERV39K = LabelSet("ferv39k", ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"), (0, 1, 2, 3, 4, 5, 6))
 MAFW = LabelSet(
