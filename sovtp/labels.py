@@ -45,7 +45,7 @@ class LabelSet:
 # files; MAFW (Liu et al. 2022) 11 classes. FERV39k's (Wang et al. 2022) split files name
 # their labels ("Action/Sad/0010 Sad"), so its ids 0 angry .. 6 surprise (alphabetical, as
 # class-folder loaders number them) matter only for manifests that others wrote with
-# numbers: check which order those used (some, e.g. MAE-DFER's, number in DFEW's order).
+# numbers: check which order those used (some preprocessing scripts number in DFEW's order).
 DFEW = LabelSet("dfew", ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"), (1, 2, 3, 4, 5, 6, 7))
 FERV39K = LabelSet("ferv39k", ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"), (0, 1, 2, 3, 4, 5, 6))
 MAFW = LabelSet(
