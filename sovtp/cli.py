@@ -184,6 +184,17 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
         )
 
 
+def _hint_frame_folders(items, frame_folders: bool) -> None:
+    """Say so when the images found look like frames of clips (see frame_folder_hint)."""
+    if frame_folders:
+        return
+    from sovtp.frame_folder import frame_folder_hint
+
+    hint = frame_folder_hint(it.path for it in items)
+    if hint:
+        err.print(f"[yellow]Hint:[/] {hint}", soft_wrap=True)
+
+
 @contextmanager
 def _user_errors():
     """A run-level problem (dead server, broken template, bad setting) is one red
@@ -328,6 +339,7 @@ def run(
             f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...)."
         )
         raise typer.Exit(2)
+    _hint_frame_folders(items, frame_folders)
     try:
         with _user_errors():
             if runner == "ray":
@@ -386,6 +398,7 @@ def prompt(
     if not items:
         err.print(f"No video or image files found in {', '.join(map(str, inputs))}.")
         raise typer.Exit(2)
+    _hint_frame_folders(items, frame_folders)
     root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
     failures = 0
     with _user_errors():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -135,4 +136,29 @@ def read_frame_folder(folder: Path, digest: str, num_frames: int, max_side: int 
         height=size[1],
         frame_count=len(files),
         is_image=False,
+    )
+
+
+def frame_folder_hint(paths: Iterable[Path], min_frames: int = 8) -> str | None:
+    """A one-line hint when images found one by one look like the frames of clips: folders
+    holding ``min_frames`` or more images, nearly all with numbered names (``00001.jpg``,
+    ``frame_12.png``). Without ``--frame-folders`` each would be a separate item, which is
+    right for a folder of photos and a long, wrong run for DFEW's ``clip_224x224``."""
+    from sovtp.video import IMAGE_EXTENSIONS
+
+    by_folder: dict[Path, list[str]] = {}
+    for p in paths:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            by_folder.setdefault(p.parent, []).append(p.stem)
+    numbered = [
+        folder
+        for folder, stems in by_folder.items()
+        if len(stems) >= min_frames and sum(bool(_DIGITS.search(s)) and s[-1].isdigit() for s in stems) >= 0.9 * len(stems)
+    ]
+    if not numbered:
+        return None
+    example = sorted(numbered)[0]
+    return (
+        f"{len(numbered)} folder(s) hold numbered image sequences (e.g. {example}, {len(by_folder[example])} images), "
+        "each image now a separate item; if they are the frames of clips, add --frame-folders to read each folder as one clip."
     )

@@ -262,3 +262,30 @@ def test_ferv39k_and_mafw_official_split_files_load_as_they_ship(tmp_path: Path)
     (tmp_path / "ragged.txt").write_text("a/b happy\nc/d\n")
     with pytest.raises(DatasetError, match=r"ragged.txt, line 2: 1 space-separated columns where the file has 2"):
         load_dataset(tmp_path / "ragged.txt", load_label_set("dfew"))
+
+
+def test_numbered_images_found_one_by_one_get_a_hint_to_read_them_as_clips(frames_dir: Path, media: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+    from sovtp.frame_folder import frame_folder_hint
+
+    clip = tmp_path / "in" / "clip_0001"
+    clip.mkdir(parents=True)
+    for n in range(1, 9):
+        shutil.copy(frames_dir / f"{n * 9}.png", clip / f"{n:05d}.png")
+    photos = tmp_path / "in" / "holiday"
+    photos.mkdir()
+    for name in ("beach.jpg", "dinner.jpg", "group.jpg"):
+        shutil.copy(media / "multi_face.jpg", photos / name)
+
+    assert frame_folder_hint(photos.iterdir()) is None  # a few named photos: nothing to say
+    assert "1 folder(s) hold numbered image sequences" in (frame_folder_hint(clip.iterdir()) or "")
+    args = ["prompt", str(tmp_path / "in"), "--out", str(tmp_path / "preview"), "--template", "direct", "--extractors", "faces",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    said = CliRunner().invoke(app, args)
+    assert said.exit_code == 0, said.output
+    assert "Hint:" in said.output and "add --frame-folders" in said.output
+    quiet = CliRunner().invoke(app, [*args, "--frame-folders"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "Hint:" not in quiet.output and "Previews for 2 of 2 input(s)" in quiet.output  # every folder of images is a clip
