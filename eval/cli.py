@@ -274,10 +274,9 @@ def ablate_command(
         )  # fmt: skip
     except (AblationError, DatasetError) as exc:
         raise _fail(exc) from None
-    if not frame_folders:
-        from sovtp.cli import _hint_frame_folders
+    from sovtp.cli import _hint_frame_folders
 
-        _hint_frame_folders(items, frame_folders)
+    _hint_frame_folders(items, frame_folders)
     if limit:
         items = items[:limit]
     options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sovtp.types import Clip, Frame
+from sovtp.video import IMAGE_EXTENSIONS, MediaError, load_image, uniform_positions
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -47,8 +48,6 @@ def natural_key(name: str) -> tuple:
 def frame_files(folder: Path) -> list[Path]:
     """The image files directly inside ``folder`` (hidden files and other types are
     ignored), in natural name order. Raises :class:`MediaError` when there are none."""
-    from sovtp.video import IMAGE_EXTENSIONS, MediaError
-
     try:
         entries = list(os.scandir(folder))
     except PermissionError:
@@ -59,7 +58,7 @@ def frame_files(folder: Path) -> list[Path]:
         raise MediaError(f"{folder.name}: the frame folder does not exist (was it moved or deleted?)") from None
     except OSError as exc:
         raise MediaError(f"{folder.name}: the frame folder cannot be read ({exc.strerror}); check the path") from None
-    names = [e.name for e in entries if not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS and _is_file(e)]
+    names = [e.name for e in entries if is_frame(e)]
     if not names:
         raise MediaError(
             f"{folder.name}: the folder holds no image files (jpg, png, ...); a frame folder needs its frames as images directly inside it"
@@ -67,28 +66,18 @@ def frame_files(folder: Path) -> list[Path]:
     return [folder / n for n in sorted(names, key=natural_key)]
 
 
-def _is_file(entry: os.DirEntry) -> bool:
+def is_frame(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a frame: a visible image file (links followed)."""
+    if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
     try:
         return entry.is_file(follow_symlinks=True)
     except OSError:
         return False
 
 
-def has_frames(folder: Path) -> bool:
-    """Whether ``folder`` directly holds at least one image file (for folder walks)."""
-    from sovtp.video import IMAGE_EXTENSIONS
-
-    try:
-        with os.scandir(folder) as it:
-            return any(not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS and _is_file(e) for e in it)
-    except OSError:
-        return False
-
-
 def frame_folder_sha256(folder: Path, chunk: int = 1 << 20) -> str:
     """sha256 over every frame's name and bytes, in frame order."""
-    from sovtp.video import MediaError
-
     h = hashlib.sha256(b"sovtp-frame-folder-v1\0")
     for path in frame_files(folder):
         h.update(os.fsencode(path.name) + b"\0")
@@ -105,8 +94,6 @@ def frame_folder_sha256(folder: Path, chunk: int = 1 << 20) -> str:
 def read_frame_folder(folder: Path, digest: str, num_frames: int, max_side: int | None, frame_rate: float | None = None) -> Clip:
     """The folder's frames at uniform positions as a clip (see the module docstring)."""
     from PIL import Image
-
-    from sovtp.video import MediaError, load_image, uniform_positions
 
     if frame_rate is not None and not frame_rate > 0:
         raise ValueError(f"frame_rate must be a positive number of frames per second, not {frame_rate!r}")
@@ -144,8 +131,6 @@ def frame_folder_hint(paths: Iterable[Path], min_frames: int = 8) -> str | None:
     holding ``min_frames`` or more images, nearly all with numbered names (``00001.jpg``,
     ``frame_12.png``). Without ``--frame-folders`` each would be a separate item, which is
     right for a folder of photos and a long, wrong run for DFEW's ``clip_224x224``."""
-    from sovtp.video import IMAGE_EXTENSIONS
-
     by_folder: dict[Path, list[str]] = {}
     for p in paths:
         if p.suffix.lower() in IMAGE_EXTENSIONS:

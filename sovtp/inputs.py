@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sovtp.frame_folder import has_frames
+from sovtp.frame_folder import is_frame
 from sovtp.video import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS
 
 
@@ -54,7 +54,7 @@ def _walk(root: Path, frame_folders: bool = False) -> Iterator[Path]:
         except OSError:
             continue
         subdirs = []
-        frames_here = frame_folders and has_frames(folder)
+        frames_here = frame_folders and any(is_frame(e) for e in entries)
         if frames_here:
             yield folder
         for entry in entries:

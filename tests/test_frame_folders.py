@@ -289,3 +289,15 @@ def test_numbered_images_found_one_by_one_get_a_hint_to_read_them_as_clips(frame
     quiet = CliRunner().invoke(app, [*args, "--frame-folders"])
     assert quiet.exit_code == 0, quiet.output
     assert "Hint:" not in quiet.output and "Previews for 2 of 2 input(s)" in quiet.output  # every folder of images is a clip
+
+
+def test_a_frame_of_another_size_is_resized_to_the_first(frames_dir: Path, tmp_path: Path) -> None:
+    """Boxes and tracks live in one coordinate system, so every frame of a clip has the
+    first sampled frame's size."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for n in (1, 2, 3):
+        im = Image.open(frames_dir / f"{n * 20}.png")
+        (im if n != 2 else im.resize((320, 180))).save(folder / f"{n}.png")
+    clip = read_clip(folder, 3, max_side=None)
+    assert [f.image.shape for f in clip.frames] == [(360, 640, 3)] * 3 and clip.size == (640, 360)
