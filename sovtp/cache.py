@@ -17,6 +17,30 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask can only set it, and
+    setting it even for a moment would race with files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022  # no /proc (macOS): the usual default
+
+
+def temp_beside(path: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``path``'s folder, with the permissions a plain ``open``
+    would give the file (0666 less the umask). mkstemp makes it 0600, so every file
+    written through a temp file and a rename (manifests, plan.json, summary.json, a
+    results file compacted on resume, cache entries) turned unreadable to the colleagues
+    who could read the rest of the run's folder."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def stable_key(*parts: Any) -> str:
     """sha256 of a canonical JSON encoding of ``parts`` (dict order does not matter)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
@@ -77,7 +101,7 @@ class JsonCache:
             return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        fd, tmp = temp_beside(path, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(value, fh, separators=(",", ":"))

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from sovtp.cache import temp_beside
 from sovtp.types import Result
 
 # An error record with one of these kinds is final: rerunning cannot change it
@@ -112,7 +112,7 @@ class ResultsWriter:
 def compact(path: Path) -> None:
     """Rewrite ``path`` with one record per item (the latest), atomically."""
     records = load_results(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for r in records:
             fh.write(r.model_dump_json() + "\n")
@@ -123,7 +123,7 @@ def compact(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")

@@ -43,3 +43,35 @@ def test_retryable_errors_are_retried_and_replaced(tmp_path: Path):
     lines = out.read_text().splitlines()
     assert len(lines) == 2  # compacted: each item exactly once
     assert {r.run_key: r.status for r in load_results(out)} == {"k1": "ok", "k2": "error"}
+
+
+def test_files_written_through_a_rename_get_the_mode_a_plain_open_gives(tmp_path: Path):
+    """A results file compacted on resume, the manifests and plan/summary JSON, and cache
+    entries are written to a temp file and renamed. They must not turn 0600 (mkstemp's
+    mode) while the run's other files follow the umask: a colleague who could read the
+    results file yesterday could not after a resume."""
+    import os
+    import stat
+
+    from sovtp.cache import JsonCache
+    from sovtp.results import write_json_atomic
+
+    old = os.umask(0o027)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        out = tmp_path / "r.jsonl"
+        w = ResultsWriter(out)
+        w.append(_r(1, "error", "backend"))
+        w.close()
+        w = ResultsWriter(out)
+        w.append(_r(1))
+        w.close()  # retried: the file is rewritten through a temp file
+        write_json_atomic(tmp_path / "summary.json", {"war": 0.5})
+        cache = JsonCache(tmp_path / "cache", "responses")
+        cache.put("k", {"text": "happy"})
+        entry = next(p for p in (tmp_path / "cache").rglob("*.json"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (plain, out, tmp_path / "summary.json", entry)}
+    finally:
+        os.umask(old)
+    assert set(modes.values()) == {0o640}, {k: oct(v) for k, v in modes.items()}
