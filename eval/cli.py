@@ -274,6 +274,13 @@ def ablate_command(
         )  # fmt: skip
     except (AblationError, DatasetError) as exc:
         raise _fail(exc) from None
+    if not report_only and items and not any(it.path.exists() for it in items):
+        # a wrong --data-root or --path-format: one sentence, not one error per row (scoring
+        # alone, --report-only, needs no media: results travel without their dataset)
+        how = (
+            "--data-root and --path-format" if path_format else "the paths (relative ones start from the manifest's folder, or --data-root)"
+        )
+        raise _fail(DatasetError(f"none of the {len(items)} inputs exists (the first is {items[0].display}); check {how}"))
     from sovtp.cli import _hint_frame_folders
 
     _hint_frame_folders(items, frame_folders)

@@ -218,6 +218,16 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     (row,) = summary["variants"]
     assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)  # canned "happy": clip 1 right, clip 2 (surprise) wrong
 
+    # a template that misses the zero-padding names no existing input: one sentence, nothing runs
+    wrong = CliRunner().invoke(
+        app,
+        ["ablate", str(split), "--path-format", "Clip/clip_224x224/{video_name}", "--data-root", str(dfew_layout),
+         "--grid", "template=direct", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "x")],
+    )  # fmt: skip
+    assert wrong.exit_code == 1
+    assert "none of the 2 inputs exists (the first is " in wrong.output and "check --data-root and --path-format" in wrong.output
+    assert not (tmp_path / "x").exists()
+
 
 def test_ferv39k_and_mafw_official_split_files_load_as_they_ship(tmp_path: Path) -> None:
     """FERV39k's 4_setups/All_scenes/test_All.csv has no header and one "scene/emotion/clip
