@@ -83,8 +83,10 @@ def _run_with_bar(items: Sequence[InputItem], cfg: RunConfig, out: Path) -> RunS
     try:
         summary = run_items(items, cfg, out, progress=bar.tick)
         bar.complete(summary.done + summary.skipped)
-    finally:
-        bar.close()
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
     return summary
 
 

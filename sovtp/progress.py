@@ -51,8 +51,10 @@ class RunBar:
         )
         self._progress.start()
         self._task = self._progress.add_task("run", total=total, last="")
+        self._moved = False
 
     def tick(self, r: Result) -> None:
+        self._moved = True
         message = item_message(r)
         if message is not None:
             self._progress.console.print(message, soft_wrap=True)
@@ -60,10 +62,15 @@ class RunBar:
         self._progress.update(self._task, advance=1, last=f"{Path(r.path).name}: {shown}")
 
     def advance(self) -> None:
+        self._moved = True
         self._progress.update(self._task, advance=1)
 
     def complete(self, done: int) -> None:
         self._progress.update(self._task, completed=done)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Stop the bar. A run that ``failed`` before any item moved it (a dead server, a
+        rejected key) leaves no empty "0/N" bar above its one-sentence error."""
+        if failed and not self._moved:
+            self._progress.live.transient = True
         self._progress.stop()

@@ -319,6 +319,7 @@ def run_ray(
     writer = ResultsWriter(out)
     summary = RunSummary(out=out, total=len(items))
     bar, tick = _progress(progress, len(items))
+    failed = True  # until the rows are all in: the bar then keeps its last state
     try:
         ds = build_dataset(
             items,
@@ -355,9 +356,11 @@ def run_ray(
         if cause is not None:
             raise cause from None
         raise
+    else:
+        failed = False
     finally:
         if bar is not None:
-            bar.close()
+            bar.close(failed=failed)
         writer.close()
         summary.seconds = time.time() - started
         summary.extractor_runs = dict(preparer.extractor_runs)
