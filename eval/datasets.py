@@ -89,7 +89,8 @@ def from_folder(root: Path | str, labels: LabelSet, frame_folders: bool = False)
 
 
 def read_table(path: Path | str) -> list[dict[str, Any]]:
-    """Rows of a CSV/TSV (header row) or JSONL/JSON (objects) file, in file order."""
+    """Rows of a CSV/TSV/TXT (header row, or a space-separated list: see
+    ``HEADERLESS_COLUMNS``) or JSONL/JSON (objects) file, in file order."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
@@ -118,7 +119,7 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
         if not isinstance(data, list):
             raise DatasetError(f"{path} holds no list of rows; use JSONL (one object per line) or a JSON list of objects")
         return data
-    raise DatasetError(f"{path}: unknown manifest type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+    raise DatasetError(f"{path}: unknown manifest type {suffix!r}; use .csv, .tsv, .txt, .jsonl or .json")
 
 
 def _space_separated(path: Path, text: str) -> list[dict[str, Any]]:
