@@ -454,7 +454,7 @@ async def run_items_async(
     if writer.finished:  # a resumed run: hash up to the first unfinished item, and stop there if there is none
         for i, item in enumerate(items):
             hashed[i] = _hash_item(item)
-            if not (hashed[i][0] and writer.is_done(run_key_for(hashed[i][0], config))):
+            if not (hashed[i][0] and writer.is_done(run_key_for(hashed[i][0], config), item.display)):
                 break
         else:  # everything is done: load no model, call no server
             writer.close()
@@ -536,7 +536,7 @@ async def run_items_async(
             for i, item in enumerate(items):
                 content_hash, err = hashed.pop(i) if i in hashed else await loop.run_in_executor(decoder, _hash_item, item)
                 key = run_key_for(content_hash or item.display, config)
-                if content_hash and writer.is_done(key):
+                if content_hash and writer.is_done(key, item.display):
                     summary.skipped += 1
                     continue
                 if err is not None:

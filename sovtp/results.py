@@ -12,6 +12,7 @@ file holds each item exactly once.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -42,11 +43,19 @@ def iter_results(path: Path | str) -> Iterator[Result]:
                 continue
 
 
+def record_key(r: Result) -> tuple[str, str]:
+    """What makes a record one item's: its run key *and* its path. Two inputs with the same
+    bytes (a clip listed twice, a copy under another label) share a run key; keyed on it
+    alone, the later record replaced the earlier and one of them dropped out of every
+    score."""
+    return (r.run_key or "", r.path)
+
+
 def load_results(path: Path | str) -> list[Result]:
-    """The file's records, the latest per item (by run_key, else path) in file order."""
-    latest: dict[str, Result] = {}
+    """The file's records, the latest per item (run key and path) in file order."""
+    latest: dict[tuple[str, str], Result] = {}
     for r in iter_results(path):
-        latest[r.run_key or r.path] = r
+        latest[record_key(r)] = r
     return list(latest.values())
 
 
@@ -62,16 +71,16 @@ class ResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._repair_torn_tail()
-        self.finished: dict[str, Result] = {}
-        self.retryable: set[str] = set()
+        self.finished: dict[tuple[str, str], Result] = {}  # record_key -> final record
+        self.retryable: set[tuple[str, str]] = set()
         for r in iter_results(self.path):
             if r.run_key is None:
                 continue
             if is_final(r):
-                self.finished[r.run_key] = r
-                self.retryable.discard(r.run_key)
+                self.finished[record_key(r)] = r
+                self.retryable.discard(record_key(r))
             else:
-                self.retryable.add(r.run_key)
+                self.retryable.add(record_key(r))
         self._fh = open(self.path, "a", encoding="utf-8")
         self.written = 0
 
@@ -86,8 +95,20 @@ class ResultsWriter:
             cut = fh.read().rfind(b"\n") + 1
             fh.truncate(cut)
 
-    def is_done(self, run_key: str) -> bool:
-        return run_key in self.finished
+    def is_done(self, run_key: str, path: str) -> bool:
+        """Whether the input at ``path`` is finished: it has a final record under
+        ``run_key``, or one was made under a path that no longer exists (the file was
+        renamed or moved since: resume follows the content). A copy that still exists
+        beside the recorded one does not count, so every copy gets its own record (the
+        caches make its answer free)."""
+        return (run_key, path) in self.finished or run_key in self.moved_keys
+
+    @functools.cached_property
+    def moved_keys(self) -> frozenset[str]:
+        """Run keys of the file's earlier final records whose path no longer exists (looked
+        up once: records this run adds name files that exist)."""
+        with self._lock:
+            return frozenset(key for key, path in self.finished if not os.path.lexists(path))
 
     def append(self, result: Result) -> None:
         line = result.model_dump_json() + "\n"
@@ -97,7 +118,7 @@ class ResultsWriter:
             os.fsync(self._fh.fileno())
             self.written += 1
             if result.run_key and is_final(result):
-                self.finished[result.run_key] = result
+                self.finished[record_key(result)] = result
 
     def close(self) -> None:
         """Close; if any item was retried, rewrite the file keeping its latest record."""

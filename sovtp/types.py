@@ -108,9 +108,11 @@ class Frame:
 class Clip:
     """A decoded input: a video's sampled frames, or a still image as a one-frame clip.
 
-    ``content_hash`` is the sha256 of the file's bytes (of a frame folder's frames); caches
-    and resume key on it, never on the path, so a renamed file is still recognised and an
-    edited one is not.
+    ``content_hash`` is the sha256 of the file's bytes (of a frame folder's frames). The
+    caches key on it, never on the path, so a renamed or copied file reuses its cues and
+    answers and an edited one does not. Resume skips a file with a record under its own
+    path, or under a path that no longer exists (a rename); a copy beside the original
+    gets its own record.
     """
 
     path: Path

@@ -22,7 +22,7 @@ def test_torn_last_line_is_cut_and_finished_items_are_known(tmp_path: Path):
     with open(out, "a") as fh:  # a crash in the middle of a write
         fh.write('{"path": "v3.mp4", "sta')
     w = ResultsWriter(out)
-    assert w.is_done("k1") and w.is_done("k2") and not w.is_done("k3")
+    assert w.is_done("k1", "v1.mp4") and w.is_done("k2", "v2.mp4") and not w.is_done("k3", "v3.mp4")
     w.append(_r(3))
     w.close()
     assert [r.path for r in load_results(out)] == ["v1.mp4", "v2.mp4", "v3.mp4"]
@@ -36,8 +36,8 @@ def test_retryable_errors_are_retried_and_replaced(tmp_path: Path):
     w.append(_r(2, "error", "input"))
     w.close()
     w = ResultsWriter(out)
-    assert not w.is_done("k1")  # a backend error is tried again
-    assert w.is_done("k2")  # a broken input file stays broken
+    assert not w.is_done("k1", "v1.mp4")  # a backend error is tried again
+    assert w.is_done("k2", "v2.mp4")  # a broken input file stays broken
     w.append(_r(1))
     w.close()
     lines = out.read_text().splitlines()
@@ -75,3 +75,31 @@ def test_files_written_through_a_rename_get_the_mode_a_plain_open_gives(tmp_path
     finally:
         os.umask(old)
     assert set(modes.values()) == {0o640}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_inputs_with_the_same_bytes_each_keep_their_record(media: Path, tmp_path: Path):
+    """A clip listed twice (or copied under another label) has one run key. Each copy
+    still gets its own record, both survive loading (before, the later replaced the
+    earlier, and one copy dropped out of every score), a rerun skips both, and a new copy
+    is answered from the response cache without a request."""
+    import shutil
+
+    import sovtp
+    from tests.helpers.servers import FaultServer
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(media / "single_face.jpg", tmp_path / name)
+    out = tmp_path / "r.jsonl"
+    settings = dict(backend="openai", workers=1, cache_dir=tmp_path / "cache", template="direct", extractors=("faces",))
+    with FaultServer() as server:
+        first = sovtp.run([tmp_path / "a.jpg", tmp_path / "b.jpg"], out=out, base_url=server.base_url, **settings)
+        assert (first.ok, first.skipped) == (2, 0)
+        assert sorted(Path(r.path).name for r in sovtp.load_results(out)) == ["a.jpg", "b.jpg"]
+        assert len({r.run_key for r in sovtp.load_results(out)}) == 1
+
+        sent = server.count
+        again = sovtp.run([tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "c.jpg"], out=out, base_url=server.base_url, **settings)
+        assert (again.skipped, again.ok) == (2, 1) and server.count == sent  # c.jpg: a record of its own, from the cache
+    records = sovtp.load_results(out)
+    assert sorted(Path(r.path).name for r in records) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [r.cached for r in records if r.path.endswith("c.jpg")] == [True]

@@ -107,11 +107,11 @@ class PrepareActor:
     this actor's Preparer (extractor models load once per actor; mediapipe graphs never
     cross a process boundary). Emits the slimmed Prepared item, or None when skipped."""
 
-    def __init__(self, config: RunConfig, finished: frozenset[str]) -> None:
+    def __init__(self, config: RunConfig, finished: frozenset[tuple[str, str]], moved: frozenset[str]) -> None:
         from sovtp.pipeline import Preparer
 
         self.config = config
-        self.finished = finished
+        self.finished, self.moved = finished, moved  # as ResultsWriter.is_done decides
         self.preparer = Preparer(config, extract_threads=1)  # the actor reserves one CPU (num_cpus=1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,7 +124,7 @@ class PrepareActor:
             content_hash, err = _hash_item(item)
             key = run_key_for(content_hash or item.display, self.config)
             stats: dict[str, Any] = {}
-            if content_hash and key in self.finished:
+            if content_hash and ((key, item.display) in self.finished or key in self.moved):
                 prepared = None
             elif err is not None:
                 prepared = Prepared(item=item, run_key=key, error=err, error_kind="input")
@@ -236,7 +236,8 @@ def _answer_resources(config: RunConfig, cluster: dict[str, float]) -> dict[str,
 def build_dataset(
     items: Sequence[InputItem],
     config: RunConfig,
-    finished: frozenset[str],
+    finished: frozenset[tuple[str, str]],
+    moved: frozenset[str],
     has_schema: bool,
     workers: int | None = None,
     answer_actors: int = 1,
@@ -258,7 +259,7 @@ def build_dataset(
     pool = ray.data.ActorPoolStrategy
     ds = ds.map_batches(
         PrepareActor,
-        fn_constructor_kwargs={"config": config, "finished": finished},
+        fn_constructor_kwargs={"config": config, "finished": finished, "moved": moved},
         batch_size=1,
         batch_format="numpy",
         compute=pool(size=n_prep),
@@ -325,6 +326,7 @@ def run_ray(
             items,
             config,
             frozenset(writer.finished),
+            writer.moved_keys,
             preparer.template.answer == "stages",
             workers=config.workers,
             answer_actors=answer_actors,
