@@ -149,8 +149,10 @@ def test_a_run_over_a_frame_folder_manifest_records_every_row(frames_dir: Path, 
             num_frames=4, cache_dir=None,
         )  # fmt: skip
         sent = [r["body"] for r in server.requests]
-    record = json.loads((tmp_path / "no_rate.jsonl").read_text())
+    text = (tmp_path / "no_rate.jsonl").read_text()
+    record = json.loads(text)
     assert again.ok == 1 and record["frames"] == [{"index": i, "timestamp": None} for i in (9, 27, 45, 63)]
+    assert '"frames":[{"index":9,"timestamp":null},' in text  # indices stay integers (they were written 9.0)
     assert "at frame 10 of 72, frame 28 of 72" in json.dumps(sent[0])
 
 
