@@ -14,7 +14,7 @@ folder of photos is a folder of separate items, as it always was).
   is at *i* / rate seconds, as in the video the frames came from; without it the
   timestamps are ``None`` and captions and templates name the frame number instead of
   inventing a time.
-- **Content hash**: sha256 over every image's name and bytes, in order (so renaming,
+- **Content hash**: sha256 over every image's name and sha256, in order (so renaming,
   reordering, adding or editing a frame is a new input for the caches and resume).
 - **Size**: the clip has the first sampled frame's size; a frame of another size is
   resized to it, so face boxes and tracks stay in one coordinate system.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sovtp.types import Clip, Frame
+from sovtp.types import Clip, Frame, file_sha256
 from sovtp.video import IMAGE_EXTENSIONS, MediaError, load_image, uniform_positions
 
 _DIGITS = re.compile(r"(\d+)")
@@ -76,18 +76,15 @@ def is_frame(entry: os.DirEntry) -> bool:
         return False
 
 
-def frame_folder_sha256(folder: Path, chunk: int = 1 << 20) -> str:
-    """sha256 over every frame's name and bytes, in frame order."""
+def frame_folder_sha256(folder: Path) -> str:
+    """sha256 over every frame's name and content hash, in frame order."""
     h = hashlib.sha256(b"sovtp-frame-folder-v1\0")
     for path in frame_files(folder):
-        h.update(os.fsencode(path.name) + b"\0")
         try:
-            with open(path, "rb") as fh:
-                while block := fh.read(chunk):
-                    h.update(block)
+            digest = file_sha256(path)
         except OSError as exc:
             raise MediaError(f"{folder.name}/{path.name}: the frame cannot be read ({exc.strerror}); fix or remove it") from None
-        h.update(b"\0")
+        h.update(os.fsencode(path.name) + b"\0" + digest.encode("ascii") + b"\0")
     return h.hexdigest()
 
 
@@ -138,7 +135,7 @@ def frame_folder_hint(paths: Iterable[Path], min_frames: int = 8) -> str | None:
     numbered = [
         folder
         for folder, stems in by_folder.items()
-        if len(stems) >= min_frames and sum(bool(_DIGITS.search(s)) and s[-1].isdigit() for s in stems) >= 0.9 * len(stems)
+        if len(stems) >= min_frames and sum(s[-1:].isdigit() for s in stems) >= 0.9 * len(stems)
     ]
     if not numbered:
         return None
