@@ -3,7 +3,7 @@ compared against a named baseline with paired statistics.
 
 Layout of ``DIR``::
 
-    DIR/plan.json                  the grid, the variants and their settings
+    DIR/plan.json                  the dataset options, the grid, the variants and their settings
     DIR/results/<variant>.jsonl    one results file per variant (resumable)
     DIR/runs.jsonl                 one line per variant per invocation (skipped, ran, cue cache)
     DIR/report/                    summary.md, report.html, summary.json, manifest.json
@@ -474,13 +474,23 @@ class AblationOutcome:
     runs: list[dict[str, Any]]
 
 
+def stored_plan(out_dir: Path | str) -> dict[str, Any]:
+    """The ablation's plan.json (empty when missing or torn): what ``--report-only`` reads
+    the run's dataset, grid, labels and answer keys from."""
+    try:
+        plan = json.loads((Path(out_dir) / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
 def _stored_answer_keys(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Variant name -> the answer key its results were made with, from plan.json (empty
     for ablations written before plan.json carried them, or a missing/torn plan)."""
     try:
-        plan = json.loads((out_dir / "plan.json").read_text(encoding="utf-8"))
-        return {v["name"]: v["answer_key"] for v in plan.get("variants", []) if isinstance(v.get("answer_key"), dict)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        variants = stored_plan(out_dir).get("variants", [])
+        return {v["name"]: v["answer_key"] for v in variants if isinstance(v.get("answer_key"), dict)}
+    except (KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -496,7 +506,7 @@ def stored_labels(out_dir: Path | str) -> LabelSet | None:
     from sovtp.labels import BUILTIN_LABEL_SETS
 
     try:
-        plan = json.loads((Path(out_dir) / "plan.json").read_text(encoding="utf-8"))
+        plan = stored_plan(out_dir)
         stored = plan.get("labels")
         if isinstance(stored, dict):
             ids = stored.get("ids")
@@ -529,8 +539,12 @@ def ablate(
     run: bool = True,
     progress: Callable[[Variant, Result], None] | None = None,
     on_variant: Callable[[Variant, dict[str, Any]], None] | None = None,
+    dataset: Mapping[str, Any] | None = None,
 ) -> AblationOutcome:
-    """Run (or with ``run=False`` only re-score) an ablation and write its report."""
+    """Run (or with ``run=False`` only re-score) an ablation and write its report.
+
+    ``dataset``: how the items were loaded (DATA and the options that pick and locate
+    rows), kept in plan.json so that ``--report-only`` needs none of them repeated."""
     from sovtp.eval.report import model_fingerprint, versions, write_report
 
     from sovtp.results import write_json_atomic
@@ -554,6 +568,7 @@ def ablate(
                 "grid": dict(grid),
                 "baseline": base_variant.name,
                 "labels": _labels_record(base.labels),
+                **({"dataset": dict(dataset)} if dataset else {}),
                 "variants": [
                     {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
                     for v in variants

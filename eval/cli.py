@@ -160,20 +160,21 @@ def score_command(
 
 def ablate_command(
     data: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="Labelled data: a folder with one subfolder per label, a CSV/TSV/JSONL manifest (path,label[,split,fold,tier...]) or a space-separated list (FERV39k split files), or hf:owner/name.",
+            help="Labelled data: a folder with one subfolder per label, a CSV/TSV/JSONL manifest (path,label[,split,fold,tier...]) or a space-separated list (FERV39k split files), or hf:owner/name. --report-only reads it from the run's plan.json when left out.",
             show_default=False,
         ),
-    ],
+    ] = None,
     grid: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--grid",
             "-g",
             help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, per_face, model.",
+            show_default=False,
         ),
-    ],
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Ablation folder; rerunning with the same folder resumes.")] = Path(
         "ablation"
     ),
@@ -252,9 +253,34 @@ def ablate_command(
     from sovtp.pipeline import DEFAULT_EXTRACTORS, RunConfig
 
     label_set = _labels(labels)
+    stored_grid: dict[str, list[str]] | None = None
     if report_only:  # score with the labels the run used (plan.json), not the default set
-        from sovtp.eval.ablation import stored_labels
+        from sovtp.eval.ablation import stored_labels, stored_plan
 
+        plan = stored_plan(out_dir)
+        # DATA, the options that locate its rows and the grid default to the run's (an
+        # option given here wins: a dataset that moved takes a new DATA or --data-root)
+        ran_on = plan.get("dataset") if isinstance(plan.get("dataset"), dict) else {}
+        data = data if data is not None else ran_on.get("data")
+        split = split if split is not None else ran_on.get("split")
+        path_col = path_col if path_col is not None else ran_on.get("path_col")
+        label_col = label_col if label_col is not None else ran_on.get("label_col")
+        path_format = path_format if path_format is not None else ran_on.get("path_format")
+        if data_root is None and ran_on.get("data_root") is not None:
+            data_root = Path(ran_on["data_root"])
+        frame_folders = frame_folders or bool(ran_on.get("frame_folders"))
+        limit = limit if limit is not None else ran_on.get("limit")
+        if not grid and isinstance(plan.get("grid"), dict):
+            stored_grid = {str(axis): [str(v) for v in values] for axis, values in plan["grid"].items()}
+        baseline = baseline if baseline is not None else plan.get("baseline")
+        if data is None or (not grid and stored_grid is None):
+            what = " and ".join(n for n, missing in (("DATA", data is None), ("--grid", not grid and stored_grid is None)) if missing)
+            raise _fail(
+                DatasetError(
+                    f"--report-only needs {what}: {out_dir / 'plan.json'} does not record them "
+                    "(no ablation ran into this folder yet, or an older sovtp wrote it); give them as in the run"
+                )
+            )
         ran_with = stored_labels(out_dir)
         if ran_with is not None and labels is not None and ran_with.labels != label_set.labels:
             raise typer.BadParameter(
@@ -266,8 +292,14 @@ def ablate_command(
         raise typer.BadParameter(f"--backend {backend!r} is not one of transformers, openai, vllm")
     if backend != "openai" and not model and not report_only:
         raise typer.BadParameter("--model is required (a model id or a local checkpoint folder)")
+    if data is None:
+        raise typer.BadParameter("DATA is required: a label-subfolder folder, a manifest or split file, or hf:owner/name")
+    dataset: dict[str, Any] = {
+        "data": data, "split": split, "path_col": path_col, "label_col": label_col, "path_format": path_format,
+        "data_root": str(data_root) if data_root is not None else None, "frame_folders": frame_folders, "limit": limit,
+    }  # fmt: skip
     try:
-        g = parse_grid(grid)
+        g = stored_grid if stored_grid is not None else parse_grid(grid or [])
         items = load_dataset(
             data, label_set, split=split, path_col=path_col, label_col=label_col, frame_folders=frame_folders, path_format=path_format,
             root=data_root,
@@ -352,6 +384,7 @@ def ablate_command(
                 run=not report_only,
                 progress=progress,
                 on_variant=on_variant,
+                dataset=dataset,
             )
     except KeyboardInterrupt:
         err.print(f"\n[yellow]Interrupted.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")

@@ -220,6 +220,18 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     (row,) = summary["variants"]
     assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)  # canned "happy": clip 1 right, clip 2 (surprise) wrong
 
+    # the report rebuilt later with nothing repeated: DATA, --path-format, --data-root and
+    # the grid come from plan.json, like the model and labels (no server, no media read)
+    (out / "report" / "summary.json").unlink()
+    again = CliRunner().invoke(app, ["ablate", "--report-only", "--out", str(out), "--bootstrap", "0", "--examples", "0"])
+    assert again.exit_code == 0, again.output
+    (row,) = json.loads((out / "report" / "summary.json").read_text())["variants"]
+    assert row["name"] == "template=direct" and row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)
+    fresh = CliRunner().invoke(app, ["ablate", "--report-only", "--out", str(tmp_path / "never-ran")])
+    assert fresh.exit_code == 1
+    assert "--report-only needs DATA and --grid: " in " ".join(fresh.output.split()), fresh.output
+    assert "DATA is required" in " ".join(CliRunner().invoke(app, ["ablate", "--grid", "visual=none", "--model", "m"]).output.split())
+
     # a template that misses the zero-padding names no existing input: one sentence, nothing runs
     wrong = CliRunner().invoke(
         app,
