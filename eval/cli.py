@@ -163,6 +163,7 @@ def ablate_command(
         str | None,
         typer.Argument(
             help="Labelled data: a folder with one subfolder per label, a CSV/TSV/JSONL manifest (path,label[,split,fold,tier...]) or a space-separated list (FERV39k split files), or hf:owner/name. --report-only reads it from the run's plan.json when left out.",
+            metavar="DATA",
             show_default=False,
         ),
     ] = None,
