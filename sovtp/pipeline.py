@@ -454,8 +454,10 @@ async def run_items_async(
     if writer.finished:  # a resumed run: hash up to the first unfinished item, and stop there if there is none
         for i, item in enumerate(items):
             hashed[i] = _hash_item(item)
-            if not (hashed[i][0] and writer.is_done(run_key_for(hashed[i][0], config), item.display)):
+            key = run_key_for(hashed[i][0] or item.display, config)
+            if not (hashed[i][0] and writer.is_done(key, item.display)):
                 break
+            writer.follow(key, item.display)
         else:  # everything is done: load no model, call no server
             writer.close()
             summary.skipped, summary.seconds = len(items), time.time() - started
@@ -537,6 +539,7 @@ async def run_items_async(
                 content_hash, err = hashed.pop(i) if i in hashed else await loop.run_in_executor(decoder, _hash_item, item)
                 key = run_key_for(content_hash or item.display, config)
                 if content_hash and writer.is_done(key, item.display):
+                    writer.follow(key, item.display)  # a moved input: its record follows it
                     summary.skipped += 1
                     continue
                 if err is not None:

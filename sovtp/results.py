@@ -52,10 +52,17 @@ def record_key(r: Result) -> tuple[str, str]:
 
 
 def load_results(path: Path | str) -> list[Result]:
-    """The file's records, the latest per item (run key and path) in file order."""
+    """The file's records, the latest per item (run key and path) in file order. A record
+    of an input that could not be read at all (no content hash: missing, unreadable) is
+    dropped once a later record names the same path: the file was put right since."""
     latest: dict[tuple[str, str], Result] = {}
+    unreadable: dict[str, list[tuple[str, str]]] = {}  # path -> keys of its hashless records
     for r in iter_results(path):
+        for key in unreadable.pop(r.path, []):
+            latest.pop(key, None)
         latest[record_key(r)] = r
+        if r.content_hash is None:
+            unreadable.setdefault(r.path, []).append(record_key(r))
     return list(latest.values())
 
 
@@ -73,9 +80,12 @@ class ResultsWriter:
         self._repair_torn_tail()
         self.finished: dict[tuple[str, str], Result] = {}  # record_key -> final record
         self.retryable: set[tuple[str, str]] = set()
+        self._unreadable: set[str] = set()  # paths whose record has no content hash
         for r in iter_results(self.path):
             if r.run_key is None:
                 continue
+            if r.content_hash is None:
+                self._unreadable.add(r.path)
             if is_final(r):
                 self.finished[record_key(r)] = r
                 self.retryable.discard(record_key(r))
@@ -83,6 +93,8 @@ class ResultsWriter:
                 self.retryable.add(record_key(r))
         self._fh = open(self.path, "a", encoding="utf-8")
         self.written = 0
+        self._superseded = False  # a record replaced an earlier one: rewrite on close
+        self._moved: dict[str, list[str]] = {}  # run key -> the paths its moved record now has
 
     def _repair_torn_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -100,7 +112,8 @@ class ResultsWriter:
         ``run_key``, or one was made under a path that no longer exists (the file was
         renamed or moved since: resume follows the content). A copy that still exists
         beside the recorded one does not count, so every copy gets its own record (the
-        caches make its answer free)."""
+        caches make its answer free). A runner that skips a moved input calls
+        :meth:`follow`, so its record takes the new path."""
         return (run_key, path) in self.finished or run_key in self.moved_keys
 
     @functools.cached_property
@@ -110,6 +123,15 @@ class ResultsWriter:
         with self._lock:
             return frozenset(key for key, path in self.finished if not os.path.lexists(path))
 
+    def follow(self, run_key: str, path: str) -> None:
+        """The input at ``path`` was skipped as a moved file (see :meth:`is_done`): its
+        record takes the new path when the file is closed, so scores, ``load_results`` and
+        an ablation's table find it where the input now is (not under a path that no
+        longer exists, which no dataset lists any more)."""
+        with self._lock:
+            if (run_key, path) not in self.finished and path not in self._moved.setdefault(run_key, []):
+                self._moved[run_key].append(path)
+
     def append(self, result: Result) -> None:
         line = result.model_dump_json() + "\n"
         with self._lock:
@@ -117,22 +139,42 @@ class ResultsWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self.written += 1
+            if record_key(result) in self.finished or (result.content_hash and result.path in self._unreadable):
+                self._superseded = True  # e.g. a missing input reported again, or since put in place
             if result.run_key and is_final(result):
                 self.finished[record_key(result)] = result
 
     def close(self) -> None:
-        """Close; if any item was retried, rewrite the file keeping its latest record."""
+        """Close; if any item was retried, reported again or moved, rewrite the file with
+        one record per item (its latest), under the item's current path."""
         with self._lock:
             if self._fh.closed:
                 return
             self._fh.close()
-            if self.retryable:
-                compact(self.path)
+            if self.retryable or self._superseded or any(self._moved.values()):
+                compact(self.path, {key: paths for key, paths in self._moved.items() if paths})
 
 
-def compact(path: Path) -> None:
-    """Rewrite ``path`` with one record per item (the latest), atomically."""
+def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
+    """Rewrite ``path`` with one record per item (the latest), atomically. ``moved``: run
+    key -> the paths its input now has; the records of that key whose path no longer
+    exists are replaced by one record per new path (the old record of the same file name
+    where there is one: copies of a file moved together keep their own records)."""
+    moved = moved or {}
     records = load_results(path)
+    gone: dict[str, list[Result]] = {}  # moved run key -> its records under paths that no longer exist
+    for r in records:
+        if r.run_key in moved and not os.path.lexists(r.path):
+            gone.setdefault(r.run_key, []).append(r)
+    kept: list[Result] = []
+    for r in records:
+        if r.run_key in gone and not os.path.lexists(r.path):
+            old = gone.pop(r.run_key, [])  # where the first of them stood; the others go
+            by_name = {Path(o.path).name: o for o in old}
+            kept += [by_name.get(Path(p).name, old[0]).model_copy(update={"path": p}) for p in moved[r.run_key]]
+        elif not (r.run_key in moved and not os.path.lexists(r.path)):
+            kept.append(r)
+    records = kept
     fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for r in records:

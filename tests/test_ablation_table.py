@@ -337,3 +337,31 @@ def test_ablate_without_a_model_scores_the_model_the_server_serves(media, tmp_pa
     assert rows["template=direct,visual=none"]["metrics"]["war"] == pytest.approx(0.5)  # the canned "happy": one of two right
     plan = json.loads((out / "plan.json").read_text())
     assert {v["answer_key"]["model"] for v in plan["variants"]} == {"served-model"}
+
+
+def test_an_ablation_over_a_moved_dataset_keeps_its_table(media, tmp_path):
+    """The dataset moved (to a faster disk) and the same ablation is run from there: no
+    request is made (resume follows the content) and the table still scores every item.
+    Before, every row had n = 0: the records kept the old paths, which the moved
+    dataset's items no longer name."""
+    import shutil
+
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media / "single_face.jpg", data / "a.jpg")
+    shutil.copy(media / "multi_face.jpg", data / "b.jpg")
+    out = tmp_path / "ablation"
+    with FaultServer() as server:
+        base = RunConfig(
+            backend="openai", model="m", num_frames=1, cache_dir=None, extractors=("faces",), backend_options={"base_url": server.base_url}
+        )
+        for root in (data, tmp_path / "moved"):
+            if root != data:
+                shutil.move(data, root)
+            items = [InputItem(root / "a.jpg", {"label": "happy"}), InputItem(root / "b.jpg", {"label": "sad"})]
+            outcome = A.ablate(items, {"template": ["direct"]}, base, out, n_boot=0, examples=0)
+            (row,) = outcome.summary["variants"]
+            assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5), root
+        assert server.count == 2  # the second pass asked nothing

@@ -103,3 +103,45 @@ def test_inputs_with_the_same_bytes_each_keep_their_record(media: Path, tmp_path
     records = sovtp.load_results(out)
     assert sorted(Path(r.path).name for r in records) == ["a.jpg", "b.jpg", "c.jpg"]
     assert [r.cached for r in records if r.path.endswith("c.jpg")] == [True]
+
+
+def test_a_missing_input_reported_again_or_put_in_place_keeps_one_record(tmp_path: Path):
+    """A listed file that does not exist gets an error record (no content hash) each run
+    it is still missing; once it exists it gets its answer. The file holds one record
+    for it either way: before, every rerun appended another error, and `sovtp eval score`
+    counted the item once per run."""
+    out = tmp_path / "r.jsonl"
+    missing = Result(path="gone.mp4", status="error", error="the file does not exist", run_key="by-path", meta={"error_kind": "input"})
+    for _ in range(3):
+        w = ResultsWriter(out)
+        w.append(missing)
+        w.close()
+    assert out.read_text().count("\n") == 1
+    w = ResultsWriter(out)  # the file was put in place: hashed, answered
+    w.append(Result(path="gone.mp4", status="ok", label="sad", content_hash="h", run_key="by-content"))
+    w.close()
+    assert [(r.path, r.status) for r in load_results(out)] == [("gone.mp4", "ok")]
+    assert out.read_text().count("\n") == 1
+
+
+def test_a_moved_inputs_record_follows_it(tmp_path: Path):
+    """A dataset moved to another disk is not redone on rerun (resume follows the
+    content); its records take the new paths, so an ablation table or `eval score` over
+    the moved dataset finds them (before, every variant showed n = 0)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    new.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (new / name).write_bytes(b"same bytes")  # two copies moved together
+    out = tmp_path / "r.jsonl"
+    w = ResultsWriter(out)
+    w.append(Result(path=str(old / "a.jpg"), status="ok", label="happy", content_hash="h", run_key="k", meta={"label": "happy"}))
+    w.append(Result(path=str(old / "b.jpg"), status="ok", label="happy", content_hash="h", run_key="k", meta={"label": "sad"}))
+    w.append(Result(path=str(new / "a.jpg"), status="ok", label="sad", content_hash="h2", run_key="other"))
+    w.close()
+    w = ResultsWriter(out)
+    assert w.is_done("k", str(new / "b.jpg")) and w.is_done("k", str(new / "a.jpg"))
+    w.follow("k", str(new / "b.jpg"))
+    w.follow("k", str(new / "a.jpg"))
+    w.close()
+    got = [(Path(r.path).relative_to(tmp_path).as_posix(), r.run_key, r.meta.get("label")) for r in load_results(out)]
+    assert got == [("new/b.jpg", "k", "sad"), ("new/a.jpg", "k", "happy"), ("new/a.jpg", "other", None)]

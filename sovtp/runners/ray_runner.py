@@ -126,6 +126,8 @@ class PrepareActor:
             stats: dict[str, Any] = {}
             if content_hash and ((key, item.display) in self.finished or key in self.moved):
                 prepared = None
+                if (key, item.display) not in self.finished:
+                    stats = {"moved": [key, item.display]}  # the driver's writer moves its record
             elif err is not None:
                 prepared = Prepared(item=item, run_key=key, error=err, error_kind="input")
             else:
@@ -339,6 +341,8 @@ def run_ray(
                 preparer.cue_cache.hits += stats.get("hits", 0)
                 preparer.cue_cache.misses += stats.get("misses", 0)
             if not row["result"]:
+                if stats.get("moved"):
+                    writer.follow(*stats["moved"])
                 summary.skipped += 1
                 if bar is not None:
                     bar.advance()
