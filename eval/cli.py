@@ -106,6 +106,13 @@ def score_command(
         s = score(preds.y_true, preds.y_pred, label_set, bootstrap=bootstrap, seed=seed)
     except (DatasetError, ValueError) as exc:
         raise _fail(exc) from None
+    if preds.superseded:
+        err.print(
+            f"[yellow]note:[/] {file.name} holds {preds.superseded} older record(s) of inputs it has a later record for "
+            "(a rerun with other settings appends beside the earlier run); each input is scored once, by its latest record. "
+            "Write runs you compare to separate --out files, or use sovtp ablate.",
+            soft_wrap=True,
+        )
     name = file.stem
     summary = {
         "kind": "score",

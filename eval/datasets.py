@@ -39,6 +39,19 @@ class DatasetError(ValueError):
     """A dataset that cannot be read as given; the message names the row or folder and the fix."""
 
 
+def label_by_id(value: Any, labels: LabelSet) -> str | None:
+    """The label whose official numeric id ``value`` is (DFEW's 1..7), or None."""
+    if labels.ids is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    if not number.is_integer() or int(number) not in labels.ids:
+        return None
+    return labels.labels[labels.ids.index(int(number))]
+
+
 def gt_label(value: Any, labels: LabelSet, where: str) -> str:
     """Normalise one ground-truth value to a label of ``labels``.
 
@@ -48,14 +61,7 @@ def gt_label(value: Any, labels: LabelSet, where: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DatasetError(f"{where}: the ground-truth label is empty; fill it in or drop the row")
     text = str(value).strip()
-    if labels.ids is not None:
-        try:
-            number = int(float(text)) if not isinstance(value, bool) else None
-        except ValueError:
-            number = None
-        if number is not None and number in labels.ids:
-            return labels.labels[labels.ids.index(number)]
-    found = normalize_label(text, labels)
+    found = label_by_id(value, labels) or normalize_label(text, labels)
     if found is None:
         raise DatasetError(
             f"{where}: ground-truth label {text!r} is not in the {labels.name} label set ({', '.join(labels.labels)}); fix the row or pass the right --labels"

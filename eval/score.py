@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovtp.eval.datasets import DatasetError, gt_label, read_table
+from sovtp.eval.datasets import DatasetError, gt_label, label_by_id, read_table
 
 from sovtp.labels import LabelSet, normalize_label
 
@@ -52,7 +52,7 @@ def top1(value: Any, labels: LabelSet) -> str | None:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     first = next((w.strip().strip("'\"") for w in _SPLIT.split(text) if w.strip().strip("'\"")), "")
-    return normalize_label(first, labels) if first else None
+    return (label_by_id(first, labels) or normalize_label(first, labels)) if first else None
 
 
 def looks_like_results(rows: list[dict[str, Any]]) -> bool:
@@ -67,12 +67,30 @@ class Predictions:
     gt_col: str
     pred_col: str
     fingerprint: str
+    superseded: int = 0  # sovtp results: older records left out (one record per input is scored)
+
+
+def latest_per_input(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """A sovtp results file's records, one per input path (its latest), and how many
+    older records were left out. The file is append-only across runs: a rerun with other
+    settings (another temperature, template or model) adds records beside the earlier
+    ones, and each must not be scored as another item."""
+    from sovtp.results import load_results
+
+    latest: dict[str, dict[str, Any]] = {}
+    total = 0
+    for r in load_results(path):
+        total += 1
+        latest.pop(r.path, None)  # the input's place is its latest record's
+        latest[r.path] = r.model_dump(mode="json")
+    return list(latest.values()), total - len(latest)
 
 
 def read_predictions(path: Path | str, labels: LabelSet, gt: str | None = None, pred: str | None = None) -> Predictions:
     """Ground truth and top-1 predictions of every row. A sovtp results file needs no
     column names (ground truth ``meta.label``, prediction ``label``; ``invalid`` and
-    ``error`` records count as wrong)."""
+    ``error`` records count as wrong), and each input is scored once, by its latest
+    record (:func:`latest_per_input`)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} does not exist; give a CSV or JSONL file of predictions")
@@ -80,6 +98,9 @@ def read_predictions(path: Path | str, labels: LabelSet, gt: str | None = None, 
     if not rows:
         raise DatasetError(f"{path} has no rows to score")
     is_results = looks_like_results(rows)
+    superseded = 0
+    if is_results:
+        rows, superseded = latest_per_input(path)
     gt = gt or ("meta.label" if is_results else None)
     pred = pred or ("label" if is_results else None)
     if gt is None or pred is None:
@@ -94,10 +115,11 @@ def read_predictions(path: Path | str, labels: LabelSet, gt: str | None = None, 
     y_true: list[str] = []
     y_pred: list[str | None] = []
     for n, row in enumerate(rows, first_row):
-        y_true.append(gt_label(field_value(row, gt), labels, f"{path.name}, row {n}"))
+        where = f"{path.name}, the record of {row.get('path')}" if is_results else f"{path.name}, row {n}"
+        y_true.append(gt_label(field_value(row, gt), labels, where))
         if is_results and row.get("status") != "ok":
             y_pred.append(None)
         else:
             y_pred.append(top1(field_value(row, pred), labels))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return Predictions(y_true, y_pred, rows, gt, pred, digest)
+    return Predictions(y_true, y_pred, rows, gt, pred, digest, superseded)

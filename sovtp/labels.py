@@ -107,7 +107,9 @@ def normalize_label(word: str, labels: LabelSet | tuple[str, ...] | list[str]) -
     """Map one word to a label of ``labels``, or None if it names no label of the set.
 
     Exact label names win (a custom set may contain any word); otherwise the shared
-    synonym table is consulted, and the synonym's canonical form must be in the set.
+    synonym table is consulted: the word maps to the set's label of the same canonical
+    form, whichever spelling the set uses (a custom set spelled like MAFW's own files,
+    "anger, happiness, sadness", takes "angry", "happy" and "sad" too).
     """
     names = labels.labels if isinstance(labels, LabelSet) else tuple(labels)
     lowered = {n.lower(): n for n in names}
@@ -118,9 +120,12 @@ def normalize_label(word: str, labels: LabelSet | tuple[str, ...] | list[str]) -
     if cleaned in lowered:
         return lowered[cleaned]
     canonical = _SPELLING_TO_CANONICAL.get(cleaned)
-    if canonical is not None and canonical in lowered:
+    if canonical is None:
+        return None
+    if canonical in lowered:
         return lowered[canonical]
-    return None
+    same = [n for n in names if _SPELLING_TO_CANONICAL.get(_clean(n)) == canonical]
+    return same[0] if len(same) == 1 else None  # two labels of one meaning: no guess
 
 
 def load_label_set(spec: str | None) -> LabelSet:
@@ -133,7 +138,7 @@ def load_label_set(spec: str | None) -> LabelSet:
         return BUILTIN_LABEL_SETS[key]
     path = Path(spec)
     if "," not in spec and path.is_file():
-        words = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+        words = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
         return LabelSet(path.stem, tuple(w.lower() for w in words))
     words = [w.strip().lower() for w in spec.split(",") if w.strip()]
     if len(words) < 2:

@@ -153,3 +153,91 @@ def test_sovtp_command_line_entry(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "66.7" in proc.stdout and "75.0" in proc.stdout  # WAR 2/3, UAR (1 + 1/2)/2
     assert Counter(proc.stdout.split())["happy"] >= 1
+
+
+def test_a_results_file_rerun_with_other_settings_scores_each_input_once(tmp_path):
+    """`sovtp run` appends: a rerun into the same file with another temperature adds a
+    second record per clip beside the first, and a missing clip is reported by each
+    run. `eval score` scores each input once, by its latest record, and says so (before,
+    n was the number of lines: 5 for 2 clips)."""
+    from sovtp.types import Result
+
+    first = [
+        Result(path="a.mp4", status="ok", label="sad", content_hash="ha", run_key="a-t0", meta={"label": "happy"}),
+        Result(path="b.mp4", status="ok", label="sad", content_hash="hb", run_key="b-t0", meta={"label": "sad"}),
+        Result(path="gone.mp4", status="error", error="missing", run_key="gone", meta={"label": "sad", "error_kind": "input"}),
+    ]
+    second = [
+        Result(path="a.mp4", status="ok", label="happy", content_hash="ha", run_key="a-t7", meta={"label": "happy"}),
+        Result(path="gone.mp4", status="error", error="missing", run_key="gone", meta={"label": "sad", "error_kind": "input"}),
+    ]
+    f = tmp_path / "results.jsonl"
+    f.write_text("".join(r.model_dump_json() + "\n" for r in first + second))
+    res = runner.invoke(app, ["eval", "score", str(f), "--bootstrap", "0", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    row = json.loads((tmp_path / "r" / "summary.json").read_text())["variants"][0]
+    assert row["n"] == 3 and row["metrics"]["war"] == pytest.approx(2 / 3)  # a (latest: happy) and b right, gone wrong
+    assert "holds 1 older record(s)" in " ".join(res.output.split())
+
+
+def test_predictions_given_as_official_ids_or_in_a_sets_own_spelling_are_scored(tmp_path):
+    """DFEW-style numeric predictions (1..7) score like their names, as numeric ground
+    truth already did; a custom set spelled with MAFW's nouns takes the adjectives a model
+    answers with (before: 100% invalid, WAR 0, without a word)."""
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("gt,pred\n1,1\n2,2\n5,5\n3,1\n")  # DFEW ids: happy, sad, surprise; one neutral read as happy
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "score",
+            str(numeric),
+            "--gt",
+            "gt",
+            "--pred",
+            "pred",
+            "--labels",
+            "dfew",
+            "--bootstrap",
+            "0",
+            "--out",
+            str(tmp_path / "n"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "n" / "summary.json").read_text())["variants"][0]["metrics"]
+    assert m["war"] == pytest.approx(0.75) and m["invalid_rate"] == 0
+
+    nouns = tmp_path / "nouns.csv"
+    nouns.write_text("gt,pred\nhappiness,happy\nsadness,sad\nanger,angry\nanger,happy\n")
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "score",
+            str(nouns),
+            "--gt",
+            "gt",
+            "--pred",
+            "pred",
+            "--labels",
+            "anger,happiness,sadness",
+            "--bootstrap",
+            "0",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "c" / "summary.json").read_text())["variants"][0]["metrics"]
+    assert m["war"] == pytest.approx(0.75) and m["invalid_rate"] == 0
+
+
+def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_label(tmp_path):
+    from sovtp.labels import load_label_set, normalize_label
+
+    f = tmp_path / "labels.txt"
+    f.write_bytes("\ufeffhappy\r\nsad\r\nneutral\r\n".encode())
+    labels = load_label_set(str(f))
+    assert labels.labels == ("happy", "sad", "neutral") and normalize_label("Happy", labels) == "happy"
+    assert normalize_label("angry", ("anger", "mad")) is None  # two labels of one meaning: no guess
