@@ -196,8 +196,12 @@ def from_manifest(
     label_col: str | None = None,
     root: Path | str | None = None,
     path_format: str | None = None,
+    split: str | None = None,
 ) -> list[InputItem]:
     """Rows -> items. Extra columns (split, fold, tier, anything) are kept in ``meta``.
+    ``split`` keeps only the rows of that split, before their labels are checked (a train
+    row may use a class the test split leaves out). A path listed twice is an error: the
+    scores would count the input twice, or under two ground truths.
 
     ``path_format`` builds each row's path from its columns (``str.format`` over the
     cells as text), for annotation files that hold ids rather than paths: DFEW's official
@@ -217,8 +221,13 @@ def from_manifest(
         pcol = _pick(rows[0].keys(), path_col, PATH_COLUMNS, "path", manifest)
     lcol = _pick(rows[0].keys(), label_col, LABEL_COLUMNS, "label", manifest)
     base = Path(root) if root is not None else manifest.parent
+    if split is not None and not any("split" in row for row in rows):
+        raise DatasetError(f"{manifest} has no 'split' column for --split {split!r}; drop --split or give the split's own file")
     items: list[InputItem] = []
+    seen: dict[Path, int] = {}
     for n, row in enumerate(rows, getattr(rows, "first_line", 2 if manifest.suffix.lower() in (".csv", ".tsv", ".txt") else 1)):
+        if split is not None and str(row.get("split", "")).strip() != split:
+            continue
         where = f"{manifest.name}, row {n}"
         if path_format is not None:
             cells = {f: "" if row.get(f) is None else str(row.get(f)).strip() for f in fields}
@@ -238,6 +247,9 @@ def from_manifest(
         p = Path(str(raw_path)).expanduser()
         if not p.is_absolute():
             p = base / p
+        if p in seen:
+            raise DatasetError(f"{where} lists {raw_path} again (first in row {seen[p]}); keep one row per input, or each is scored twice")
+        seen[p] = n
         label = gt_label(row.get(lcol), labels, where)
         meta = {k: v for k, v in row.items() if k not in (pcol, lcol) and v not in (None, "")}
         meta["label"] = label
@@ -344,13 +356,15 @@ def load_dataset(
             raise DatasetError(
                 f"{path} is a single file, not a dataset; give a folder with one subfolder per label or a CSV/JSONL manifest"
             )
-        items = from_manifest(path, labels, path_col=path_col, label_col=label_col, root=root, path_format=path_format)
-        if split is not None:
-            items = [it for it in items if str(it.meta.get("split", "")) == split]
-            if not items:
-                raise DatasetError(f"{path} has no rows with split {split!r}")
+        items = from_manifest(path, labels, path_col=path_col, label_col=label_col, root=root, path_format=path_format, split=split)
+        if split is not None and not items:
+            raise DatasetError(f"{path} has no rows with split {split!r}")
         return items
     if path.is_dir():
+        if split is not None:
+            raise DatasetError(
+                f"--split picks manifest rows, and {path} is a folder with one subfolder per label (no split column); give the split's own folder instead"
+            )
         return from_folder(path, labels, frame_folders)
     raise DatasetError(f"{text} does not exist; give a folder with one subfolder per label, a CSV/JSONL manifest, or hf:owner/name")
 

@@ -282,7 +282,9 @@ th{background:#f3f4f6} td:first-child,th:first-child{text-align:left} table.stra
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], highlight: str | None = None, cls: str = "") -> str:
     out = [f'<table class="{cls}"><thead><tr>', *(f"<th>{html.escape(h)}</th>" for h in header), "</tr></thead><tbody>"]
     for r in rows:
-        cls = ' class="base"' if highlight and r[0].startswith(highlight) else ""
+        # the row's name, or the name and a " (baseline)" / " *" tag: "visual=none,template=sov"
+        # must not light up "visual=none,template=sovtp" too
+        cls = ' class="base"' if highlight and (r[0] == highlight or r[0].startswith(highlight + " ")) else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -400,9 +402,22 @@ def write_report(
     paths = {"markdown": out / "summary.md", "html": out / "report.html", "json": out / "summary.json", "manifest": out / "manifest.json"}
     _write_text(paths["markdown"], markdown(summary, scores))
     _write_text(paths["html"], html_report(summary, scores, examples))
-    write_json_atomic(paths["json"], json.loads(json.dumps(summary, default=_jsonable)))
-    write_json_atomic(paths["manifest"], json.loads(json.dumps(manifest, default=_jsonable)))
+    write_json_atomic(paths["json"], _strict(json.loads(json.dumps(summary, default=_jsonable))))
+    write_json_atomic(paths["manifest"], _strict(json.loads(json.dumps(manifest, default=_jsonable))))
     return paths
+
+
+def _strict(x: Any) -> Any:
+    """``x`` with every NaN or infinity as None: summary.json must parse in strict JSON
+    readers (JavaScript, jq, pandas with a strict engine), and a variant with no scored
+    item has no metric, not the bare token NaN."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_strict(v) for v in x]
+    return x
 
 
 def _jsonable(x: Any) -> Any:

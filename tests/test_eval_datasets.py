@@ -100,3 +100,26 @@ def test_huggingface_imagefolder(folder_dataset, tmp_path):
     items = load_dataset(f"hf:{hf}", DFEW, cache_dir=tmp_path / "c")
     assert sorted(it.meta["label"] for it in items) == ["angry", "happy"]
     assert all(it.path.is_file() for it in items)
+
+
+def test_a_path_listed_twice_is_refused_naming_both_rows(tmp_path):
+    """Before, the table kept the later row's label for both (a clip listed as happy and
+    as sad scored as sad twice, one of them out of the table but in `eval score`)."""
+    m = tmp_path / "labels.csv"
+    m.write_text("path,label\nclip.mp4,happy\nother.mp4,sad\nclip.mp4,sad\n")
+    with pytest.raises(DatasetError, match=r"labels\.csv, row 4 lists clip\.mp4 again \(first in row 2\)"):
+        load_dataset(m, DFEW)
+
+
+def test_split_picks_rows_before_their_labels_are_checked_and_needs_a_split_column(folder_dataset, tmp_path):
+    m = tmp_path / "labels.csv"
+    m.write_text("path,label,split\na.mp4,contempt,train\nb.mp4,happy,test\na.mp4,contempt,val\n")
+    assert [it.path.name for it in load_dataset(m, DFEW, split="test")] == ["b.mp4"]  # the train row's class is not DFEW's
+    with pytest.raises(DatasetError, match="row 2: ground-truth label 'contempt'"):
+        load_dataset(m, DFEW, split="train")
+    bare = tmp_path / "bare.csv"
+    bare.write_text("path,label\nb.mp4,happy\n")
+    with pytest.raises(DatasetError, match="has no 'split' column for --split 'test'"):
+        load_dataset(bare, DFEW, split="test")
+    with pytest.raises(DatasetError, match="--split picks manifest rows"):  # before: ignored, every item kept
+        load_dataset(folder_dataset, DFEW, split="test")

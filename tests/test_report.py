@@ -76,3 +76,27 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert img.std() > 20 and len(np.unique(img.reshape(-1, 3)[::97], axis=0)) > 50
     keep = Path(tempfile.gettempdir()) / "sovtp-report-screenshot.png"  # for a person to look at
     shutil.copy(shot, keep)
+
+
+def test_a_variant_without_scored_items_is_null_in_strict_json_and_only_the_baseline_is_highlighted(tmp_path):
+    """A report-only pass over a grid whose new variant has not run yet: its metrics are
+    null in summary.json (before: bare NaN, which strict JSON readers refuse). The
+    baseline "template=sov" lights up its own row, not "template=sovtp" too."""
+    from sovtp.eval.report import html_report
+
+    nan = float("nan")
+    metrics = {"war": 0.5, "uar": 0.5, "macro_f1": 0.5, "weighted_f1": 0.5, "invalid_rate": 0.0}
+    summary = {
+        "kind": "ablation", "title": "t", "labels_name": "dfew", "labels": list(DFEW.labels), "n_items": 2, "baseline": "template=sov",
+        "best": "template=sov", "data_fingerprint": "x",
+        "variants": [
+            {"name": "template=sov", "n": 2, "metrics": metrics, "ci95": {}},
+            {"name": "template=sovtp", "n": 0, "missing": 2, "metrics": dict.fromkeys(metrics, nan)},
+        ],
+    }  # fmt: skip
+    paths = write_report(tmp_path, summary, {}, {"versions": {}, "ratio": nan})
+    data = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+    assert data["variants"][1]["metrics"]["war"] is None
+    assert json.loads(paths["manifest"].read_text(), parse_constant=lambda c: pytest.fail(c))["ratio"] is None
+    rows = re.findall(r'<tr class="base"><td>([^<]*)</td>', html_report(summary, {}))
+    assert rows == ["template=sov"]
