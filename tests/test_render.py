@@ -448,6 +448,24 @@ def test_blur_others_keeps_only_the_target_face(group):
     assert len(found) == 1 and found[0][0].iou(cues.target.observations[0].box) > 0.5
 
 
+def test_blur_others_never_pixelates_the_targets_own_face(group):
+    """Whichever face is the target (--target ID), its box keeps its pixels: before, the
+    widened regions hiding its neighbours pixelated a quarter of face 3's box. Only
+    where a neighbour's own box overlaps it does the neighbour's blur win."""
+    clip, cues = group
+    frame = clip.frames[0].image
+    for target in cues.faces:
+        out = render((clip, cues.model_copy(update={"target_id": target.id})), "none", privacy="blur-others")
+        x1, y1, x2, y2 = target.observations[0].box.as_int()
+        keep = np.ones((y2 - y1, x2 - x1), dtype=bool)
+        for other in cues.faces:
+            if other.id != target.id:
+                ox1, oy1, ox2, oy2 = other.observations[0].box.as_int()
+                keep[max(oy1 - y1, 0) : max(oy2 - y1, 0), max(ox1 - x1, 0) : max(ox2 - x1, 0)] = False
+        changed = np.any(out[y1:y2, x1:x2] != frame[y1:y2, x1:x2], axis=2)
+        assert not changed[keep].any(), f"target {target.id}: {changed[keep].mean():.1%} of its face pixelated"
+
+
 def test_blur_all_on_a_real_video_hides_every_face_in_every_frame(media):
     """Frames where the detector missed the face (a hand over the mouth) are still hidden:
     the box is interpolated from the frames around it. The full-range detector (sovtp's)
