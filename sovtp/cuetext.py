@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sovtp.labels import LabelSet
+from sovtp.tracking import largest_face
 from sovtp.types import AU, Box, Clip, Cues, FaceAUs, FaceTrack, Frame
 
 CUE_KINDS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
@@ -225,18 +226,37 @@ def answer_format(labels: Iterable[str], stages: list[str], answer: str, per_fac
     return json.dumps(obj, ensure_ascii=False)
 
 
-def target_reference(target_id: int | None, visual: str, shows_ids: bool) -> str:
-    """How the prompt names the person to judge, given what the image shows."""
+ORDINALS = ("", "", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+
+def target_reference(target_id: int | None, visual: str, shows_ids: bool, cues: Cues | None = None) -> str:
+    """How the prompt names the person to judge, given what the image shows.
+
+    Where the images neither number nor single out the faces (``none``, ``box``), the
+    largest face is "the most prominent person"; any other target (``--target center``
+    or an ID) is named by its size rank (templates add its place), or the model would judge the largest
+    face while the record scores the answer as the chosen one's."""
     if target_id is None:
         return "the most prominent person"
     if shows_ids:
         return f"the person marked {target_id}"
-    return {
+    marked = {
         "red_circle": "the person circled in red",
         "blur_reverse": "the person whose face is in focus",
         "gray_reverse": "the person whose face is in colour",
         "crop": "the person whose face is shown",
-    }.get(visual, "the most prominent person")
+    }.get(visual)
+    if marked is not None:
+        return marked
+    faces = list(cues.faces) if cues is not None else []
+    if len(faces) < 2 or largest_face(faces) == target_id:
+        return "the most prominent person"
+    by_size = sorted(faces, key=lambda f: (-sum(o.box.area for o in f.observations), f.id))
+    rank = next(i for i, f in enumerate(by_size, 1) if f.id == target_id)
+    if rank == len(faces):
+        return f"the person with the smallest of the {len(faces)} faces"
+    which = f"{ORDINALS[rank]}-largest" if rank < len(ORDINALS) else f"{rank}th-largest"
+    return f"the person with the {which} of the {len(faces)} faces"
 
 
 def template_variables(
@@ -298,7 +318,7 @@ def template_variables(
         ),
         "num_images": num_frames if num_images is None else num_images,
         "target_id": None if target_track is None else target_track.id,
-        "target_ref": target_reference(None if target_track is None else target_track.id, visual, shows_ids),
+        "target_ref": target_reference(None if target_track is None else target_track.id, visual, shows_ids, cues),
         "target": target,
         "faces": faces if "faces" in include else [],
         "others": [f for f in faces if not f["is_target"]] if "faces" in include else [],

@@ -121,3 +121,23 @@ def test_prompt_from_real_frames_and_detections(media):
     assert all(f"- Face {i} (" in p.text for i in others)
     assert isinstance(p.parts[-1], TextPart) and p.parts[-1].text.endswith("fear.")
     assert np.array_equal(images[0].image, p.images[0].image)
+
+
+@pytest.mark.parametrize(
+    ("target", "visual", "says"),
+    [
+        (2, "none", "the most prominent person"),  # the largest face
+        (1, "none", "the person with the second-largest of the 3 faces"),
+        (3, "box", "the person with the smallest of the 3 faces"),
+        (3, "numbered", "the person marked 3"),
+        (3, "red_circle", "the person circled in red"),
+    ],
+)
+def test_a_target_the_images_do_not_single_out_is_named_by_its_size(target: int, visual: str, says: str):
+    """`--target 3` (or `center`) with a mode that draws no ID: before, the prompt asked
+    about "the most prominent person", so the model judged the largest face while the
+    record scored its answer as face 3's."""
+    clip = fixed_clip()
+    cues = fixed_cues().model_copy(update={"target_id": target})
+    text = compose_prompt(load_template("direct"), clip, cues, DFEW, placeholder_images(clip), visual=visual).text
+    assert f"Which emotion does {says} in this video show?" in text
