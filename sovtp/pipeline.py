@@ -209,6 +209,19 @@ class Preparer:
         return self.config.visual or self.template.visual
 
     @property
+    def image_side(self) -> int | None:
+        """The longer side the images are sent at, so marks are drawn at that size (a
+        backend that shrinks them afterwards would shrink 10 px ID digits to 6 px):
+        --image-max-side, else the OpenAI-compatible backend's own default."""
+        if self.config.image_max_side:
+            return self.config.image_max_side
+        if self.config.backend == "openai":
+            from sovtp.backends.openai_compat import DEFAULT_IMAGE_MAX_SIDE
+
+            return int(self.config.backend_options.get("image_max_side") or DEFAULT_IMAGE_MAX_SIDE)
+        return None
+
+    @property
     def layout(self) -> str:
         return self.config.layout or self.template.layout
 
@@ -291,7 +304,7 @@ class Preparer:
             p.clip, p.cues = self.clip_and_cues(item.path, content_hash, p.timings, decoded)
             t0 = time.perf_counter()
             p.images = render_views(
-                p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.config.image_max_side
+                p.clip, p.cues, mode=self.visual, layout=self.layout, privacy=self.config.privacy, max_side=self.image_side
             )
             p.timings["render"] = time.perf_counter() - t0
             t0 = time.perf_counter()

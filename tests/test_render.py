@@ -485,3 +485,24 @@ def test_blur_all_on_a_real_video_hides_every_face_in_every_frame(media):
             assert all(found.iou(t) < 0.1 for t in truth[frame.position]), f"frame {frame.position}: a real face is still found"
     [grid] = render_views(clip, cues, "sovtp", "grid", privacy="blur-all", max_side=1200)
     assert detect_faces(grid.image, model=1) == []
+
+
+def test_marks_are_drawn_at_the_size_the_openai_backend_sends(media):
+    """The OpenAI-compatible backend sends images at most 1024 px on their longer side
+    unless --image-max-side says otherwise. The grid of 8 frames of a 640x360 clip is
+    1535 px wide; rendered at that size and shrunk when sent, its 10 px ID digits came
+    out 6.7 px. The marks are now drawn at the size sent."""
+    from sovtp.inputs import InputItem
+    from sovtp.pipeline import Preparer, RunConfig
+    from sovtp.types import file_sha256
+
+    clip = media / "WolfgangLanger_Pexels.mp4"
+    sides = {}
+    for backend, options in [("openai", {}), ("openai", {"image_max_side": 800}), ("transformers", {})]:
+        config = RunConfig(
+            backend=backend, extractors=("faces",), num_frames=8, layout="grid", cache_dir=None, workers=1, backend_options=options
+        )
+        prepared = Preparer(config).prepare(InputItem(clip), "key", file_sha256(clip))
+        sides[(backend, options.get("image_max_side"))] = max(prepared.images[0].image.shape[:2])
+    assert sides[("transformers", None)] == 1535
+    assert 1022 <= sides[("openai", None)] <= 1024 and 798 <= sides[("openai", 800)] <= 800  # grid cells round down

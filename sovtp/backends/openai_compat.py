@@ -58,6 +58,11 @@ def retry_after_seconds(headers: Any) -> float | None:
             return None
 
 
+# Images are sent at most this large (longer side) unless --image-max-side says otherwise;
+# the pipeline draws the marks at this size too, so ID digits keep the size they are drawn at.
+DEFAULT_IMAGE_MAX_SIDE = 1024
+
+
 class OpenAIBackend:
     """Chat completions over HTTP with bounded concurrency and counted retries."""
 
@@ -71,7 +76,7 @@ class OpenAIBackend:
         concurrency: int = 8,
         timeout: float = 120.0,
         max_retries: int = 5,
-        image_max_side: int | None = 1024,
+        image_max_side: int | None = DEFAULT_IMAGE_MAX_SIDE,
         detail: str | None = None,
         jpeg_quality: int = 90,
         backoff_base: float = 0.5,
