@@ -558,6 +558,17 @@ def ablate(
     base_variant = find_variant(variants, baseline)
     if len({v.slug for v in variants}) != len(variants):
         raise AblationError("two variants map to the same results file name; use simpler grid values")
+    if run:  # a combination that every item would fail stops the grid before any variant runs
+        from sovtp.compose import load_template
+        from sovtp.errors import UserError
+        from sovtp.pipeline import check_combination
+
+        for v in variants:
+            template = load_template(v.config.template)
+            try:
+                check_combination(v.config, template.name, template.source, v.config.visual or template.visual)
+            except UserError as exc:
+                raise AblationError(f"variant {v.name}: {exc}") from None
     # --report-only scores the records the run made: with the answer keys that run stored
     # in plan.json (model, frames, labels...), so the options need not be repeated
     stored = _stored_answer_keys(out_dir) if not run else {}

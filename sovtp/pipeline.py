@@ -23,6 +23,7 @@ from typing import Any
 
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.cpus import decode_threads
+from sovtp.errors import UserError
 from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
@@ -119,6 +120,31 @@ class RunConfig:
         return d
 
 
+# Visual modes whose whole point is the target's face: blurring every face leaves them nothing.
+FACE_FOCUS_MODES = ("crop", "blur_reverse", "gray_reverse")
+
+
+def check_combination(config: RunConfig, template_name: str, template_source: str, visual: str) -> None:
+    """Refuse, before anything is decoded, settings that would fail every item or send
+    every item a prompt that contradicts itself: a misspelt --target, --privacy blur-all
+    with a mode that shows only the target's face (a uniform square, "the person whose
+    face is in focus" with every face blurred), --per-face with a template that never
+    asks for per-face labels (the ablation axis would compare identical prompts)."""
+    rule = str(config.target).strip().lower()
+    if rule not in ("largest", "center", "centre") and not rule.isdigit():
+        raise UserError(f"--target {config.target!r} is not a rule; use largest, center or a face ID number such as 2")
+    if config.privacy == "blur-all" and visual in FACE_FOCUS_MODES:
+        raise UserError(
+            f"--privacy blur-all blurs the target's face too, and --visual {visual} shows the model nothing else; "
+            "use --privacy blur-others, or another --visual"
+        )
+    if config.per_face and "per_face" not in template_source:
+        raise UserError(
+            f"--per-face asks for a label per face, and template {template_name!r} never asks for them; "
+            "use --template sovtp or text_cues, or a template that uses the per_face variable"
+        )
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A decoded clip (or the exception that stopped it) and the seconds it took."""
@@ -203,6 +229,7 @@ class Preparer:
 
         check_template(self.template, labels=self.config.labels)
         check_needs(self.template, {kind for e in self.extractors for kind in e.provides})
+        check_combination(self.config, self.template.name, self.template.source, self.visual)
 
     @property
     def visual(self) -> str:

@@ -141,3 +141,39 @@ def test_a_target_the_images_do_not_single_out_is_named_by_its_size(target: int,
     cues = fixed_cues().model_copy(update={"target_id": target})
     text = compose_prompt(load_template("direct"), clip, cues, DFEW, placeholder_images(clip), visual=visual).text
     assert f"Which emotion does {says} in this video show?" in text
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--target", "lagest"], "--target 'lagest' is not a rule; use largest, center or a face ID number"),
+        (["--privacy", "blur-all", "--visual", "crop"], "--privacy blur-all blurs the target's face too, and --visual crop shows"),
+        (["--privacy", "blur-all", "--visual", "blur_reverse"], "use --privacy blur-others, or another --visual"),
+        (["--per-face", "--template", "sov"], "template 'sov' never asks for them; use --template sovtp or text_cues"),
+    ],
+)
+def test_settings_every_item_would_fail_on_are_refused_before_anything_is_decoded(media, tmp_path, options, says):
+    """Before: a misspelt --target failed every item after decoding and extracting it;
+    blur-all with crop sent a uniform square, and with blur_reverse "the person whose
+    face is in focus" with every face blurred; --per-face was silently ignored by the
+    label templates (an ablation axis comparing identical prompts)."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    res = CliRunner().invoke(app, ["prompt", str(media / "multi_face.jpg"), "--out", str(tmp_path / "p"), *options])
+    assert res.exit_code == 1 and says in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+
+
+def test_an_ablation_with_one_impossible_variant_stops_before_any_runs(media, tmp_path):
+    from sovtp.eval import ablation as A
+
+    from sovtp.inputs import InputItem
+    from sovtp.pipeline import RunConfig
+
+    items = [InputItem(media / "single_face.jpg", {"label": "happy"})]
+    base = RunConfig(backend="openai", model="m", cache_dir=None, backend_options={"base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(A.AblationError, match=r"variant visual=crop,privacy=blur-all: --privacy blur-all blurs"):
+        A.ablate(items, {"visual": ["none", "crop"], "privacy": ["none", "blur-all"]}, base, tmp_path / "abl")
+    assert not (tmp_path / "abl" / "results").exists()
