@@ -478,14 +478,14 @@ def check_needs(template: Template, available: set[str] | frozenset[str]) -> Non
 # --------------------------------------------------------------------------- composing
 
 
-def _select_images(images: list[ImagePart], count: int | None) -> list[ImagePart]:
-    """``count`` evenly spaced images (the middle one for 1), when more were rendered."""
-    if count is None or len(images) <= count:
-        return list(images)
+def _select_images(n: int, count: int | None) -> list[int]:
+    """Positions of ``count`` evenly spaced images of ``n`` (the middle one for 1), when
+    more were rendered."""
+    if count is None or n <= count:
+        return list(range(n))
     if count == 1:
-        return [images[(len(images) - 1) // 2]]
-    idx = sorted({round(i * (len(images) - 1) / (count - 1)) for i in range(count)})
-    return [images[i] for i in idx]
+        return [(n - 1) // 2]
+    return sorted({round(i * (n - 1) / (count - 1)) for i in range(count)})
 
 
 def _clean(text: str) -> str:
@@ -538,7 +538,11 @@ def compose_prompt(
     """One clip's prompt. Pass ``visual`` / ``layout`` when they differ from the
     template's (``--visual``/``--layout``) and ``privacy`` when faces were blurred, so
     the text describes the images actually sent."""
-    chosen = _select_images(images, template.images)
+    picked = _select_images(len(images), template.images)
+    chosen = [images[i] for i in picked]
+    # one image per sampled frame, fewer sent (front matter images: N): the text names the
+    # frames sent, not every frame sampled
+    sent = picked if len(images) == len(clip.frames) and len(picked) < len(images) else None
     if layout is None:
         layout = "grid" if len(chosen) == 1 and len(clip.frames) > 1 and template.images is None else template.layout
     from sovtp.cuetext import template_variables
@@ -552,6 +556,7 @@ def compose_prompt(
         visual=visual or template.visual,
         layout=layout,
         num_images=len(chosen),
+        sent_frames=sent,
         stages=list(template.stages),
         answer=template.answer,
         privacy=privacy,

@@ -49,6 +49,29 @@ def test_declared_image_count_picks_evenly_spaced_frames():
     assert [im.caption for im in p.images] == ["frame 1/4", "frame 4/4"]
 
 
+def test_the_text_names_the_frames_sent_not_every_frame_sampled():
+    """A template that sends 2 of 4 sampled frames (images: 2) names 2 times; one sent
+    frame reads as one frame (before: "The 1 images are frames ... at 0.00 s, 0.50 s,
+    1.00 s, 1.50 s")."""
+    clip = fixed_clip()
+    source = load_template("sovtp").source
+    two = template_from_source(source.replace("images: null", "images: 2"), "two")
+    text = compose_prompt(two, clip, fixed_cues(), DFEW, placeholder_images(clip)).text
+    assert "The 2 images are frames sampled in order from one video clip (2.0 s long), at 0.00 s, 1.50 s." in text
+    one = template_from_source(source.replace("images: null", "images: 1"), "one")
+    text = compose_prompt(one, clip, fixed_cues(), DFEW, placeholder_images(clip), layout="frames").text
+    assert "The image is one frame of a video clip (2.0 s long), at 0.50 s." in text
+
+
+def test_text_cues_say_whether_ids_are_drawn():
+    clip = fixed_clip()
+    t = load_template("text_cues")
+    plain = compose_prompt(t, clip, fixed_cues(), DFEW, placeholder_images(clip)).text
+    assert "Faces detected (IDs refer to this text only; nothing is drawn on the images):" in plain
+    drawn = compose_prompt(t, clip, fixed_cues(), DFEW, placeholder_images(clip), visual="numbered").text
+    assert "Faces detected (the same IDs as drawn on the images):" in drawn and "nothing is drawn" not in drawn
+
+
 def test_a_single_image_for_many_frames_is_described_as_a_grid():
     clip = fixed_clip()
     p = compose_prompt(load_template("sov"), clip, fixed_cues(), DFEW, placeholder_images(clip, 1))
