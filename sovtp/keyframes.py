@@ -4,13 +4,15 @@ middle frame is often neutral or mid-blink).
 
 Activation of a frame = sum of the target's AU intensities in that frame, leaving out the
 states AU25 (lips part) and AU43 (eyes closed), which talking and blinking inflate. Frames
-where the target is not meshed score -1 (kept only when nothing better is left). Ties
-keep the earlier frame; the chosen frames stay in temporal order.
+where the target is not meshed score -1: they are kept only when nothing better is left,
+spread evenly over the clip. Ties keep the earlier frame; the chosen frames stay in
+temporal order.
 """
 
 from __future__ import annotations
 
 from sovtp.types import Clip, Cues, FaceAUs, Frame
+from sovtp.video import uniform_positions
 
 STATE_AUS = frozenset({25, 43})
 
@@ -32,8 +34,14 @@ def select_au_peak(clip: Clip, cues: Cues, n: int) -> tuple[Clip, Cues]:
         chosen = frames
     else:
         face = cues.aus.get(cues.target_id) if cues.target_id is not None else None
-        ranked = sorted(frames, key=lambda f: (-activation(face, f.position), f.position))
-        chosen = sorted(ranked[:n], key=lambda f: f.position)
+        scored = [f for f in frames if activation(face, f.position) >= 0]
+        ranked = sorted(scored, key=lambda f: (-activation(face, f.position), f.position))[:n]
+        # Frames without the target's AUs (no face, or a clip without the AU cue) fill what
+        # is left evenly over the clip, as uniform sampling would: "earliest first" kept
+        # only the clip's first quarter.
+        unscored = [f for f in frames if activation(face, f.position) < 0]
+        fill = [unscored[i] for i in uniform_positions(len(unscored), n - len(ranked))]
+        chosen = sorted(ranked + fill, key=lambda f: f.position)
     remap = {f.position: i for i, f in enumerate(chosen)}
     new_frames = tuple(Frame(position=remap[f.position], index=f.index, timestamp=f.timestamp, image=f.image) for f in chosen)
     new_clip = Clip(

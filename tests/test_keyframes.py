@@ -38,3 +38,16 @@ def test_ties_keep_earlier_frames_and_short_clips_pass_through() -> None:
     assert [f.index for f in new_clip.frames] == [0, 10]
     same, _ = select_au_peak(clip, cues, 10)
     assert len(same.frames) == 4
+
+
+def test_without_the_targets_aus_the_frames_spread_over_the_clip_as_uniform_sampling_would() -> None:
+    """No face (or no AU cue): every candidate scores -1. Before, the earliest four of the
+    sixteen candidates were kept, the clip's first quarter; now they spread like uniform
+    sampling. Frames that do score come first, the rest fill evenly."""
+    clip, cues = make(16, [0.0] * 16)
+    no_face = cues.model_copy(update={"faces": [], "aus": {}, "target_id": None})
+    new_clip, _ = select_au_peak(clip, no_face, 4)
+    assert [f.index for f in new_clip.frames] == [20, 60, 100, 140]  # candidates 2, 6, 10, 14 of 16
+    only_two = cues.model_copy(update={"aus": {1: FaceAUs(face_id=1, per_frame={3: {12: 0.9}, 9: {12: 0.4}})}})
+    new_clip, _ = select_au_peak(clip, only_two, 4)
+    assert [f.index for f in new_clip.frames] == [30, 40, 90, 120]  # 3 and 9 scored; 4 and 12 spread over the rest
