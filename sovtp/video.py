@@ -253,6 +253,23 @@ def content_sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+def _eight_bit(im):
+    """A 16-bit or 32-bit greyscale image (PIL modes I;16*, I, F: medical and thermal
+    cameras, lab exports) scaled to 8 bits. ``convert("RGB")`` clips such values at 255,
+    which turns a 16-bit photo almost white."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I;16") or im.mode in ("I", "F")):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    top = float(a.max()) if a.size else 0.0
+    if im.mode.startswith("I;16") or top > 255:
+        a = a / 257.0  # 0..65535 -> 0..255
+    elif im.mode == "F" and top <= 1.0:
+        a = a * 255.0  # a float image in 0..1
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
 def load_image(path: Path, max_side: int | None) -> np.ndarray:
     """One image file as upright RGB uint8, downscaled to ``max_side``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -267,7 +284,7 @@ def load_image(path: Path, max_side: int | None) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             width, height = im.size
             tw, th = _target_size(width, height, max_side)
-            im = im.convert("RGB")
+            im = _eight_bit(im).convert("RGB")
             if (tw, th) != (width, height):
                 im = im.resize((tw, th), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8).copy()

@@ -36,6 +36,22 @@ def test_image_is_a_one_frame_clip(media: Path):
     assert clip.frames[0].image.shape == (667, 1000, 3)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_a_deep_greyscale_photo_reads_like_its_8_bit_version(media: Path, tmp_path: Path, mode: str):
+    """16-bit greyscale PNGs (lab and thermal exports) were clipped at 255 and came out
+    almost white, with no face found and no error."""
+    from PIL import Image
+
+    grey = np.asarray(Image.open(media / "single_face.jpg").convert("L"))
+    deep = {"I;16": grey.astype(np.uint16) * 257, "I": grey.astype(np.int32) * 257, "F": grey.astype(np.float32) / 255}[mode]
+    path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tiff")
+    Image.fromarray(deep, mode if mode != "I;16" else None).save(path)
+    assert Image.open(path).mode.startswith("I" if mode != "F" else "F")
+    frame = read_clip(path).frames[0].image
+    assert np.abs(frame[..., 0].astype(int) - grey.astype(int)).max() <= 1
+    assert (frame[..., 0] == frame[..., 1]).all() and (frame[..., 1] == frame[..., 2]).all()
+
+
 def test_max_side_downscales(media: Path):
     clip = read_clip(media / "no_face.mp4", num_frames=2, max_side=480)
     assert max(clip.width, clip.height) == 480
