@@ -501,6 +501,7 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int, feed: FrameFeed
     index = packet_index(container, stream)
     if index is None:
         return None
+    origin = stream_origin(stream)
     wanted = uniform_positions(index.total, n)
     shown = index.shown_pts()
     wanted_pts = {shown[i]: i for i in wanted}
@@ -517,7 +518,7 @@ def _sample_indexed(container, stream, n: int, tw: int, th: int, feed: FrameFeed
             i = wanted_pts.get(frame.pts)
             if i is not None and i not in got:
                 # from pts: a frame drained with decode(None) carries no time base of its own
-                ts = float(frame.pts * stream.time_base) if stream.time_base is not None else 0.0
+                ts = float(frame.pts * stream.time_base) - origin if stream.time_base is not None else 0.0
                 got[i] = Frame(position=position[i], index=i, timestamp=ts, image=_to_rgb(frame, tw, th))
                 if feed is not None:
                     feed.publish(got[i])
@@ -638,13 +639,14 @@ def _collect(container, stream, wanted: Sequence[int], tw: int, th: int, path: P
     wanted_set = set(wanted)
     last = max(wanted) if wanted else -1
     frames: list[Frame] = []
+    origin = stream_origin(stream)
     import av
 
     idx = -1
     try:
         for idx, frame in enumerate(container.decode(stream)):
             if idx in wanted_set:
-                ts = float(frame.time) if frame.time is not None else 0.0
+                ts = float(frame.time) - origin if frame.time is not None else 0.0
                 frames.append(Frame(position=len(frames), index=idx, timestamp=ts, image=_to_rgb(frame, tw, th)))
             if idx >= last:
                 break
@@ -667,6 +669,18 @@ def _collect(container, stream, wanted: Sequence[int], tw: int, th: int, path: P
     return frames
 
 
+def stream_origin(stream) -> float:
+    """Seconds to subtract from a frame's presentation time so that the clip starts at 0:
+    the stream's start time when it is later than 0. MPEG-TS captures start at 1.4 s or
+    (cut from a broadcast) hours in; the prompt said "at 10.30 s" for a clip's first
+    frame. A negative start (an MP4 edit list's priming) is left alone: its first
+    shown frame is already at 0."""
+    start, base = stream.start_time, stream.time_base
+    if start is None or base is None or start <= 0:
+        return 0.0
+    return float(start * base)
+
+
 def _resample(frames: list[Frame], n: int) -> list[Frame]:
     picks = uniform_positions(len(frames), n)
     return [Frame(position=i, index=frames[p].index, timestamp=frames[p].timestamp, image=frames[p].image) for i, p in enumerate(picks)]
@@ -677,6 +691,7 @@ def _sample_by_seeking(container, stream, duration: float, fps: float | None, n:
     after it. Cost is n keyframe seeks, independent of the video's length."""
     frames: list[Frame] = []
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    origin = stream_origin(stream)
     for i in range(n):
         t = start + (i + 0.5) * duration / n
         container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
@@ -684,6 +699,6 @@ def _sample_by_seeking(container, stream, duration: float, fps: float | None, n:
             ft = float(frame.time) if frame.time is not None else t
             if ft + 1e-6 >= t:
                 index = int(math.floor((ft - start) * fps + 0.5)) if fps else i
-                frames.append(Frame(position=len(frames), index=index, timestamp=ft, image=_to_rgb(frame, tw, th)))
+                frames.append(Frame(position=len(frames), index=index, timestamp=ft - origin, image=_to_rgb(frame, tw, th)))
                 break
     return frames

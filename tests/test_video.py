@@ -268,3 +268,30 @@ def test_decoding_leaves_a_core_to_the_models(monkeypatch: pytest.MonkeyPatch):
     assert decode_threads() == max(1, available_cpus() - 1)
     monkeypatch.setenv("SOVTP_DECODE_THREADS", "3")
     assert decode_threads() == decode_threads(8) == 3
+
+
+def test_timestamps_count_from_the_start_of_the_clip(media: Path, tmp_path: Path):
+    """An MPEG-TS capture whose clock starts at 10 s (broadcast and camera streams start
+    anywhere): the sampled frames' times are the same as the MP4 it was remuxed from.
+    Before, the prompt said "at 10.30 s, 10.90 s ..." for a 2.4 s clip."""
+    import av
+
+    src = media / "single_face.mp4"
+    ts = tmp_path / "offset10.ts"
+    with av.open(str(src)) as i, av.open(str(ts), "w", format="mpegts") as o:
+        ins = i.streams.video[0]
+        outs = o.add_stream_from_template(ins)
+        off = int(10 / ins.time_base)
+        for p in i.demux(ins):
+            if p.dts is None:
+                continue
+            p.pts += off
+            p.dts += off
+            p.stream = outs
+            o.mux(p)
+    with av.open(str(ts)) as c:
+        assert float(c.streams.video[0].start_time * c.streams.video[0].time_base) > 9.9
+    mp4, mpegts = read_clip(src, num_frames=4), read_clip(ts, num_frames=4)
+    assert [f.index for f in mpegts.frames] == [f.index for f in mp4.frames]
+    assert [f.timestamp for f in mpegts.frames] == pytest.approx([f.timestamp for f in mp4.frames], abs=1e-3)
+    assert mp4.frames[0].timestamp < 1.0
