@@ -325,6 +325,18 @@ def test_som_marks_each_person_inside_their_region_without_boxes(group):
         assert top_edge.mean() < 0.5, "no box is drawn in som mode"
 
 
+def test_som_marks_sit_on_the_bodies_not_on_any_face(group):
+    """The prompt says each mark is "placed on their body"; before, the most interior
+    point of a tall region was on the face (mark 5 on a mouth, mark 3 on a chin)."""
+    from sovtp.render.regions import interior_points
+
+    clip, cues = group
+    marks = face_marks(cues, 0)
+    for fid, (x, y) in interior_points(clip.width, clip.height, marks).items():
+        inside = [m.id for m in marks if m.box.x1 <= x <= m.box.x2 and m.box.y1 <= y <= m.box.y2]
+        assert not inside, f"mark {fid} at {(x, y)} lies on face {inside}"
+
+
 # --------------------------------------------------------------------------- layouts
 
 

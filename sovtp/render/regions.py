@@ -17,6 +17,7 @@ from sovtp.render.view import FaceMark
 from sovtp.types import Box
 
 WORK_SIDE = 256  # regions are computed on a grid of at most this side: fast, same result shape
+MARK_ROOM = 8.0  # px: how far inside a body region a mark's centre must be to go there
 
 
 def person_box(m: FaceMark) -> Box:
@@ -55,21 +56,31 @@ def person_labels(width: int, height: int, marks: Sequence[FaceMark], scale: flo
 
 def interior_points(width: int, height: int, marks: Sequence[FaceMark]) -> dict[int, tuple[int, int]]:
     """Face ID -> the point of its person region farthest from the region's edge (the
-    Set-of-Mark placement rule), in canvas pixels. Ties: the first in reading order."""
+    Set-of-Mark placement rule) and off every face, in canvas pixels. Ties: the first in
+    reading order."""
     import cv2  # noqa: PLC0415
 
     if not marks:
         return {}
     scale = min(1.0, WORK_SIDE / max(width, height))
     labels = person_labels(width, height, marks, scale)
+    faces = np.zeros(labels.shape, dtype=bool)  # every face box: a mark there would cover a face
+    for m in marks:
+        x1, y1 = int(np.floor(m.box.x1 * scale)), int(np.floor(m.box.y1 * scale))
+        faces[max(y1, 0) : max(int(np.ceil(m.box.y2 * scale)), 0), max(x1, 0) : max(int(np.ceil(m.box.x2 * scale)), 0)] = True
     points: dict[int, tuple[int, int]] = {}
     for m in marks:
-        mask = np.pad((labels == m.id).astype(np.uint8), 1)
-        if not mask.any():
+        region = labels == m.id
+        if not region.any():
             cx, cy = m.box.center
             points[m.id] = (int(round(cx)), int(round(cy)))
             continue
-        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)[1:-1, 1:-1]
+        # On the body, off every face, where there is room for a mark (MARK_ROOM full-size
+        # pixels from the body region's edges); a close-up with no such room keeps the
+        # region's most interior point, on the face.
+        dist = cv2.distanceTransform(np.pad((region & ~faces).astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        if dist.max() < MARK_ROOM * scale:
+            dist = cv2.distanceTransform(np.pad(region.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
         iy, ix = np.unravel_index(int(np.argmax(dist)), dist.shape)
         points[m.id] = (int(round((ix + 0.5) / scale)), int(round((iy + 0.5) / scale)))
     return points
