@@ -199,6 +199,9 @@ def _skipped(cues: Cues, include: set[str], available: dict[str, bool]) -> list[
         if kind not in include:
             out.append({"cue": kind, "reason": "left out of this prompt"})
             continue
+        if kind == "expressions" and "faces" not in include:
+            out.append({"cue": kind, "reason": "they are told per face, and the faces cue is left out of this prompt"})
+            continue
         names = EXTRACTORS_OF.get(kind, (kind,))
         reasons = [cues.skipped[n] for n in names if n in cues.skipped]
         if reasons:
@@ -292,7 +295,8 @@ def template_variables(
         # Keypoints found with no posture rule firing is a measurement ("nothing marked"), not a missing cue.
         "pose": "pose" in include and any(f["has_pose"] for f in faces),
         "scene": "scene" in include and cues.scene is not None,
-        "expressions": "expressions" in include and any(f["expression"] for f in faces if not f["is_target"]),
+        # listed per other face: without the faces cue the prompt has nowhere to say them
+        "expressions": {"expressions", "faces"} <= include and any(f["expression"] for f in faces if not f["is_target"]),
     }
     mode = MODES.get(visual)
     shows_ids = bool(mode and mode.shows_ids)

@@ -86,6 +86,7 @@ def test_a_single_image_for_many_frames_is_described_as_a_grid():
         ({"aus"}, ["AU4 (brow lowerer)"], ["head lowered", "motion energy", '"happy"']),
         ({"aus", "pose"}, ["AU4 (brow lowerer)", "head lowered"], ["motion energy 0.012", '"happy"']),
         ({"faces", "expressions"}, ['"happy"', "Face 1 (left)"], ["AU4", "head lowered"]),
+        ({"expressions"}, ["expressions (they are told per face, and the faces cue is left out"], ['"happy"', "Face 1 (left)"]),
     ],
 )
 def test_include_cues_controls_the_text_cues(include, present, absent):
