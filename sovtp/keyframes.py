@@ -78,4 +78,10 @@ def reindex_cues(cues: Cues, remap: dict[int, int]) -> Cues:
         for pid, pose in cues.poses.items()
     }
     target = cues.target_id if cues.target_id in kept_ids or not cues.faces else None
-    return cues.model_copy(update={"faces": faces, "aus": aus, "poses": poses, "target_id": target})
+    update: dict = {"faces": faces, "aus": aus, "poses": poses, "target_id": target}
+    if cues.scene is not None and cues.faces:
+        # people counted in the frames kept, not in every candidate (motion energy stays a
+        # measurement over the candidates, which span the same clip more densely)
+        people = {"num_people": len(faces), "person_motion": {k: v for k, v in cues.scene.person_motion.items() if k in kept_ids}}
+        update["scene"] = cues.scene.model_copy(update=people)
+    return cues.model_copy(update=update)

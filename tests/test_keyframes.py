@@ -51,3 +51,16 @@ def test_without_the_targets_aus_the_frames_spread_over_the_clip_as_uniform_samp
     only_two = cues.model_copy(update={"aus": {1: FaceAUs(face_id=1, per_frame={3: {12: 0.9}, 9: {12: 0.4}})}})
     new_clip, _ = select_au_peak(clip, only_two, 4)
     assert [f.index for f in new_clip.frames] == [30, 40, 90, 120]  # 3 and 9 scored; 4 and 12 spread over the rest
+
+
+def test_people_are_counted_in_the_frames_kept() -> None:
+    """A person seen only in candidates that were not kept is not in the prompt's count
+    (before: "5 people detected" for one sent frame in which face 5 is absent)."""
+    from sovtp.types import SceneStats
+
+    clip, cues = make(4, [0.1, 0.9, 0.2, 0.3])
+    passer_by = FaceTrack(id=2, observations=[FaceObservation(position=0, box=Box(x1=2, y1=2, x2=4, y2=4))])
+    scene = SceneStats(num_people=2, motion_energy=0.1, person_motion={1: 0.2, 2: 0.5})
+    _, kept = select_au_peak(clip, cues.model_copy(update={"faces": [*cues.faces, passer_by], "scene": scene}), 1)
+    assert [f.id for f in kept.faces] == [1]
+    assert kept.scene.num_people == 1 and kept.scene.person_motion == {1: 0.2} and kept.scene.motion_energy == 0.1
