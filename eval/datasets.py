@@ -107,9 +107,14 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
             if suffix != ".tsv" and first and "," not in first and "\t" not in first and " " in first.strip():
                 return _space_separated(path, fh.read())
             delimiter = "\t" if suffix == ".tsv" or ("\t" in sample and "," not in first) else ","
-            return [dict(r) for r in csv.DictReader(fh, delimiter=delimiter)]
+            table = _Rows()
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            for r in reader:
+                table.append(dict(r))
+                table.lines.append(reader.line_num)  # blank lines and quoted line breaks counted
+            return table
     if suffix in (".jsonl", ".ndjson"):
-        rows = []
+        rows = _Rows()
         with open(path, encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):
                 if line.strip():
@@ -117,6 +122,7 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
                         raise DatasetError(f"{path}, line {n}: not valid JSON ({exc.msg}); fix or remove the line") from None
+                    rows.lines.append(n)
         return rows
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -142,18 +148,27 @@ def _space_separated(path: Path, text: str) -> list[dict[str, Any]]:
                 f"{path} has {len(lines[0][1])} space-separated columns and no header row; add a header naming the path and label columns"
             )
     rows = _Rows()
-    rows.first_line = lines[0][0] if lines else 1
     for n, cells in lines:
         if len(cells) != len(names):
             raise DatasetError(f"{path}, line {n}: {len(cells)} space-separated columns where the file has {len(names)}; fix the line")
         rows.append(dict(zip(names, cells, strict=True)))
+        rows.lines.append(n)
     return rows
 
 
 class _Rows(list):
-    """Rows that know the file line of the first one (for "row N" in messages)."""
+    """Rows that know their file lines, so "row N" in a message is the line to fix (blank
+    lines and a header row do not shift it)."""
 
-    first_line: int = 1
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+def line_of(rows: list[Any], i: int, first: int = 1) -> int:
+    """The file line of ``rows[i]`` (``first + i`` for rows read without line numbers)."""
+    lines = getattr(rows, "lines", None)
+    return lines[i] if lines and i < len(lines) else first + i
 
 
 def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...], what: str, source: Path) -> str:
@@ -225,7 +240,8 @@ def from_manifest(
         raise DatasetError(f"{manifest} has no 'split' column for --split {split!r}; drop --split or give the split's own file")
     items: list[InputItem] = []
     seen: dict[Path, int] = {}
-    for n, row in enumerate(rows, getattr(rows, "first_line", 2 if manifest.suffix.lower() in (".csv", ".tsv", ".txt") else 1)):
+    for i, row in enumerate(rows):
+        n = line_of(rows, i)
         if split is not None and str(row.get("split", "")).strip() != split:
             continue
         where = f"{manifest.name}, row {n}"

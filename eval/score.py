@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovtp.eval.datasets import DatasetError, gt_label, label_by_id, read_table
+from sovtp.eval.datasets import DatasetError, gt_label, label_by_id, line_of, read_table
 
 from sovtp.labels import LabelSet, normalize_label
 
@@ -111,10 +111,10 @@ def read_predictions(path: Path | str, labels: LabelSet, gt: str | None = None, 
     for name, what in ((gt, "--gt"), (pred, "--pred")):
         if all(field_value(r, name) is None for r in rows):
             raise DatasetError(f"{path} has no column {name!r} with values (columns: {', '.join(rows[0].keys())}); check {what}")
-    first_row = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
     y_true: list[str] = []
     y_pred: list[str | None] = []
-    for n, row in enumerate(rows, first_row):
+    for i, row in enumerate(rows):
+        n = line_of(rows, i)
         where = f"{path.name}, the record of {row.get('path')}" if is_results else f"{path.name}, row {n}"
         y_true.append(gt_label(field_value(row, gt), labels, where))
         if is_results and row.get("status") != "ok":

@@ -241,3 +241,15 @@ def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_label(tmp_pat
     labels = load_label_set(str(f))
     assert labels.labels == ("happy", "sad", "neutral") and normalize_label("Happy", labels) == "happy"
     assert normalize_label("angry", ("anger", "mad")) is None  # two labels of one meaning: no guess
+
+
+def test_a_bad_row_is_named_by_its_line_in_the_file(tmp_path):
+    """Blank lines and quoted line breaks used to shift "row N" away from the line to fix."""
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"gt": "happy", "p": "happy"}\n\n{"gt": "pain", "p": "sad"}\n')
+    res = runner.invoke(app, ["eval", "score", str(f), "--gt", "gt", "--pred", "p"])
+    assert res.exit_code == 1 and "p.jsonl, row 3: ground-truth label 'pain'" in res.output
+    c = tmp_path / "p.csv"
+    c.write_text('gt,p,note\nhappy,happy,"two\nlines"\n\npain,sad,x\n')
+    res = runner.invoke(app, ["eval", "score", str(c), "--gt", "gt", "--pred", "p"])
+    assert res.exit_code == 1 and "p.csv, row 5: ground-truth label 'pain'" in res.output
