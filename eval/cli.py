@@ -209,7 +209,9 @@ def ablate_command(
         Path | None, typer.Option("--data-root", help="Folder that relative manifest paths start from (default: the manifest's folder).")
     ] = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Manifest column with the ground truth (default: label).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N items (a pilot run).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="A pilot run on N items, taken in turn from each label (in dataset order).")
+    ] = None,
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")] = 8,
     structured: Annotated[str, typer.Option("--structured", help="auto, json, choice, rank or off.")] = "auto",
     extractors: Annotated[
@@ -325,7 +327,9 @@ def ablate_command(
 
     _hint_frame_folders(items, frame_folders)
     if limit:
-        items = items[:limit]
+        from sovtp.eval.datasets import pilot
+
+        items = pilot(items, limit)
     options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
     if backend == "openai":
         from sovtp.cli import _warn_network

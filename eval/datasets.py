@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +383,25 @@ def load_dataset(
             )
         return from_folder(path, labels, frame_folders)
     raise DatasetError(f"{text} does not exist; give a folder with one subfolder per label, a CSV/JSONL manifest, or hf:owner/name")
+
+
+def pilot(items: Sequence[InputItem], n: int) -> list[InputItem]:
+    """``n`` items taken in turn from each ground-truth label, each label's items in
+    dataset order, returned in dataset order. The first ``n`` rows of a label-subfolder
+    dataset (sorted: all "angry", then all "disgust"...) would make a pilot of one or two
+    classes, whose UAR says nothing."""
+    if n >= len(items):
+        return list(items)
+    queues: dict[Any, list[int]] = {}
+    for i, it in enumerate(items):
+        queues.setdefault(it.meta.get("label"), []).append(i)
+    chosen: list[int] = []
+    turn = [q[::-1] for q in queues.values()]
+    while len(chosen) < n:
+        for q in turn:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return [items[i] for i in sorted(chosen)]
 
 
 def fingerprint(items: Iterable[InputItem]) -> str:

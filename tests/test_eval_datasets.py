@@ -123,3 +123,26 @@ def test_split_picks_rows_before_their_labels_are_checked_and_needs_a_split_colu
         load_dataset(bare, DFEW, split="test")
     with pytest.raises(DatasetError, match="--split picks manifest rows"):  # before: ignored, every item kept
         load_dataset(folder_dataset, DFEW, split="test")
+
+
+def test_a_pilot_takes_items_from_every_label_in_turn():
+    """`--limit 6` on a label-subfolder dataset (sorted: every angry clip first) gave a
+    pilot of angry clips only."""
+    from pathlib import Path
+
+    from sovtp.eval.datasets import pilot
+
+    from sovtp.inputs import InputItem
+
+    items = [InputItem(Path(f"{lab}/{i}.mp4"), {"label": lab}) for lab in ("angry", "happy", "sad") for i in range(5)]
+    picked = pilot(items, 7)
+    assert [str(it.path) for it in picked] == [
+        "angry/0.mp4",
+        "angry/1.mp4",
+        "angry/2.mp4",
+        "happy/0.mp4",
+        "happy/1.mp4",
+        "sad/0.mp4",
+        "sad/1.mp4",
+    ]
+    assert pilot(items, 100) == items
