@@ -491,20 +491,25 @@ async def run_items_async(
     summary = RunSummary(out=out, total=len(items))
     manifest_path = out.with_name(out.stem + ".manifest.json")
     hashed: dict[int, tuple[str | None, str | None]] = {}
-    if writer.finished:  # a resumed run: hash up to the first unfinished item, and stop there if there is none
-        for i, item in enumerate(items):
-            hashed[i] = _hash_item(item)
-            key = run_key_for(hashed[i][0] or item.display, config)
-            if not (hashed[i][0] and writer.is_done(key, item.display)):
-                break
-            writer.follow(key, item.display)
-        else:  # everything is done: load no model, call no server
-            writer.close()
-            summary.skipped, summary.seconds = len(items), time.time() - started
-            write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
-            return summary
-    own_backend = backend is None
-    backend = backend or _make_backend(config)
+    try:
+        if writer.finished:  # a resumed run: hash up to the first unfinished item, and stop there if there is none
+            for i, item in enumerate(items):
+                hashed[i] = _hash_item(item)
+                key = run_key_for(hashed[i][0] or item.display, config)
+                if not (hashed[i][0] and writer.is_done(key, item.display)):
+                    break
+                writer.follow(key, item.display)
+            else:  # everything is done: load no model, call no server
+                writer.close()
+                summary.skipped, summary.seconds = len(items), time.time() - started
+                write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
+                return summary
+        own_backend = backend is None
+        backend = backend or _make_backend(config)
+    except BaseException:  # Ctrl-C while hashing, a backend that cannot be made: free the file
+        writer.close()
+        raise
+    completed = False
     try:
         check = getattr(backend, "check", None)
         if check is not None:
@@ -604,6 +609,7 @@ async def run_items_async(
             decoder.shutdown(wait=False, cancel_futures=True)
             if pool is not None:
                 pool.close(wait=not summary.interrupted)
+        completed = True
     finally:
         writer.close()
         if own_backend:
@@ -612,7 +618,10 @@ async def run_items_async(
         summary.extractor_runs = dict(preparer.extractor_runs)
         if preparer.cue_cache is not None:
             summary.cue_cache_hits, summary.cue_cache_misses = preparer.cue_cache.hits, preparer.cue_cache.misses
-        write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
+        # A run that failed before writing a record (a dead server, a rejected key) leaves
+        # the manifest of the run that made the file's records as it was.
+        if completed or writer.written or not manifest_path.exists():
+            write_json_atomic(manifest_path, _manifest(config, preparer, summary, started))
     return summary
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sovtp.cache import temp_beside
+from sovtp.errors import UserError
 from sovtp.types import Result
 
 # An error record with one of these kinds is final: rerunning cannot change it
@@ -32,14 +33,14 @@ def iter_results(path: Path | str) -> Iterator[Result]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for raw in fh:
+            line = raw.strip()
             if not line:
                 continue
-            try:
-                yield Result.model_validate_json(line)
-            except ValueError:
+            try:  # a line of bad bytes (a disk error, an editor's save) is skipped like a torn one
+                yield Result.model_validate_json(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError and pydantic's ValidationError included
                 continue
 
 
@@ -70,6 +71,39 @@ def is_final(result: Result) -> bool:
     return result.status != "error" or result.meta.get("error_kind") in FINAL_ERROR_KINDS
 
 
+def hold_run_lock(path: Path) -> int | None:
+    """Hold an exclusive lock on ``path`` for one run (a ``.<name>.lock`` file beside it,
+    released when the run closes the file or its process dies). Two runs appending to one
+    results file (two shards of a dataset, a run started twice) would lose records: the
+    rewrite at the end of one run (after retries) replaces the file the other still
+    appends to. So a second run stops with one sentence instead. None where the system
+    has no ``flock`` (the run then goes on unguarded, as before)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX
+        return None
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise ResultsInUse(
+            f"{path} is being written by another sovtp run{who}; wait for it to finish, or give this run another --out"
+        ) from None
+    except OSError:  # a file system without locks (some network mounts): go on unguarded
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+class ResultsInUse(UserError):
+    """Another run holds the results file."""
+
+
 class ResultsWriter:
     """Appends results atomically line by line; thread-safe."""
 
@@ -77,13 +111,18 @@ class ResultsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._run_lock = hold_run_lock(self.path)
         self._repair_torn_tail()
         self.finished: dict[tuple[str, str], Result] = {}  # record_key -> final record
         self.retryable: set[tuple[str, str]] = set()
         self._unreadable: set[str] = set()  # paths whose record has no content hash
+        seen: set[tuple[str, str]] = set()
+        repeated = False  # a record key twice: a run that retried was killed before its rewrite
         for r in iter_results(self.path):
             if r.run_key is None:
                 continue
+            repeated = repeated or record_key(r) in seen
+            seen.add(record_key(r))
             if r.content_hash is None:
                 self._unreadable.add(r.path)
             if is_final(r):
@@ -93,7 +132,7 @@ class ResultsWriter:
                 self.retryable.add(record_key(r))
         self._fh = open(self.path, "a", encoding="utf-8")
         self.written = 0
-        self._superseded = False  # a record replaced an earlier one: rewrite on close
+        self._superseded = repeated  # a record replaced an earlier one: rewrite on close
         self._moved: dict[str, list[str]] = {}  # run key -> the paths its moved record now has
 
     def _repair_torn_tail(self) -> None:
@@ -151,8 +190,13 @@ class ResultsWriter:
             if self._fh.closed:
                 return
             self._fh.close()
-            if self.retryable or self._superseded or any(self._moved.values()):
-                compact(self.path, {key: paths for key, paths in self._moved.items() if paths})
+            try:
+                if self.retryable or self._superseded or any(self._moved.values()):
+                    compact(self.path, {key: paths for key, paths in self._moved.items() if paths})
+            finally:
+                if self._run_lock is not None:
+                    os.close(self._run_lock)  # releases the lock
+                    self._run_lock = None
 
 
 def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:

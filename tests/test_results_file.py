@@ -145,3 +145,35 @@ def test_a_moved_inputs_record_follows_it(tmp_path: Path):
     w.close()
     got = [(Path(r.path).relative_to(tmp_path).as_posix(), r.run_key, r.meta.get("label")) for r in load_results(out)]
     assert got == [("new/b.jpg", "k", "sad"), ("new/a.jpg", "k", "happy"), ("new/a.jpg", "other", None)]
+
+
+def test_a_second_run_on_the_same_file_is_refused_while_the_first_holds_it(tmp_path: Path):
+    """Two runs appending to one file (two shards, a command started twice) lost records:
+    the rewrite at the end of one run (after retries) replaced the file the other still
+    appended to. The second run now stops with one sentence; the lock goes with the
+    first run's close (or its process)."""
+    import pytest
+
+    from sovtp.results import ResultsInUse
+
+    out = tmp_path / "r.jsonl"
+    first = ResultsWriter(out)
+    with pytest.raises(ResultsInUse, match=r"r\.jsonl is being written by another sovtp run \(pid \d+\); wait for it"):
+        ResultsWriter(out)
+    first.append(_r(1))
+    first.close()
+    second = ResultsWriter(out)  # free again
+    assert second.is_done("k1", "v1.mp4")
+    second.close()
+
+
+def test_records_left_twice_by_a_killed_run_and_a_line_of_bad_bytes_do_not_stop_a_resume(tmp_path: Path):
+    """A run that retried an error and was killed before its rewrite leaves the old and
+    the new record; the next run rewrites the file with one. A line of invalid UTF-8
+    (a disk error) stopped every resume with a bare codec error; it is skipped."""
+    out = tmp_path / "r.jsonl"
+    out.write_bytes((_r(1, "error", "backend").model_dump_json() + "\n" + _r(1).model_dump_json() + "\n").encode() + b"\xff\xfe not json\n")
+    w = ResultsWriter(out)
+    assert w.is_done("k1", "v1.mp4")
+    w.close()
+    assert [r.status for r in load_results(out)] == ["ok"] and out.read_text().count("\n") == 1

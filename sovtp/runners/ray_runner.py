@@ -33,6 +33,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -307,7 +308,6 @@ def run_ray(
     interchangeable with :func:`sovtp.pipeline.run_items`). Joins ``address`` or starts
     a local Ray instance with ``config.workers`` CPUs (default: all), and shuts down
     only a Ray it started itself."""
-    from sovtp.compose import check_template
     from sovtp.pipeline import Preparer, _make_backend, _manifest
     from sovtp.results import ResultsWriter, write_json_atomic
 
@@ -315,9 +315,12 @@ def run_ray(
     out = Path(out)
     started = time.time()
     preparer = Preparer(config)  # driver side: template and extractor identities for checks and the manifest
-    check_template(preparer.template)
+    preparer.check()
     if config.backend not in _LOCAL_MODEL_BACKENDS:
-        asyncio.run(_check_backend(_make_backend(config)))  # a dead server fails here, before Ray starts
+        served = asyncio.run(_check_backend(_make_backend(config)))  # a dead server fails here, before Ray starts
+        if not config.model and served:
+            config = replace(config, model=served)  # keys and records name the served model, as the local runner's do
+            preparer = Preparer(config)
     own_ray = start_ray(address, num_cpus=config.workers)
     writer = ResultsWriter(out)
     summary = RunSummary(out=out, total=len(items))
@@ -374,7 +377,9 @@ def run_ray(
             summary.cue_cache_hits, summary.cue_cache_misses = preparer.cue_cache.hits, preparer.cue_cache.misses
         manifest = _manifest(config, preparer, summary, started)
         manifest["runner"] = {"name": "ray", "address": address or "local"}
-        write_json_atomic(out.with_name(out.stem + ".manifest.json"), manifest)
+        manifest_path = out.with_name(out.stem + ".manifest.json")
+        if not failed or writer.written or not manifest_path.exists():  # as the local runner
+            write_json_atomic(manifest_path, manifest)
         if own_ray:
             import ray
 
@@ -382,11 +387,14 @@ def run_ray(
     return summary
 
 
-async def _check_backend(backend) -> None:
+async def _check_backend(backend) -> str | None:
+    """Check the server and return the model it serves (what the local runner records
+    when --model is left out, so both runners key their records alike)."""
     try:
         check = getattr(backend, "check", None)
         if check is not None:
             await check()
+        return getattr(backend, "model", None)
     finally:
         await backend.aclose()
 
