@@ -162,3 +162,22 @@ def test_prefix_scores_stay_exact_after_other_prompts(backend, media):
         backend._label_logprobs_full(image_ctx, label_ids), abs=1e-4
     )
     assert backend._prefix_scoring
+
+
+def test_the_response_cache_tells_apart_dtype_device_and_a_checkpoints_chat_template(tiny_vlm, tmp_path):
+    """A bfloat16 rerun got the float32 run's cached scores, and so did a rerun after the
+    checkpoint folder's chat template was edited: neither was in the cache key."""
+    import shutil
+
+    from sovtp.backends.transformers_backend import TransformersBackend
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_vlm, folder)
+    ident = TransformersBackend(str(folder)).cache_identity()
+    assert TransformersBackend(str(folder)).cache_identity() == ident  # stable
+    assert TransformersBackend(str(folder), dtype="bfloat16").cache_identity() != ident
+    assert TransformersBackend(str(folder), device="cpu").cache_identity() != ident
+    templates = [p for p in folder.iterdir() if p.name.startswith("chat_template")]
+    assert templates, sorted(p.name for p in folder.iterdir())
+    templates[0].write_text(templates[0].read_text().replace("You are a helpful assistant.", "You are a careful rater."))
+    assert TransformersBackend(str(folder)).cache_identity() != ident

@@ -82,3 +82,44 @@ def run_sync(coro):
     except RuntimeError:
         return asyncio.run(coro)
     raise RuntimeError("run_sync was called inside a running event loop; await the async API instead")
+
+
+# Files of a local checkpoint folder that change what the model answers besides its weights:
+# the chat template (the system line, the image placeholders), the tokenizer, the image
+# processor's resizing, the default generation settings.
+CHECKPOINT_TEXT_FILES = (
+    "config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "generation_config.json",
+)
+
+
+def checkpoint_identity(model: str) -> str | None:
+    """The identity of a local checkpoint folder for the response cache: the content of its
+    text files (``CHECKPOINT_TEXT_FILES``) and each weight file's name, size and mtime
+    (hashing gigabytes of weights per run would cost more than the cache saves). None for
+    a hub id. Editing the chat template of a folder used to leave cached answers of the
+    old template in place."""
+    from pathlib import Path
+
+    from sovtp.cache import stable_key
+
+    folder = Path(model)
+    if not (folder / "config.json").is_file():
+        return None
+    texts = {
+        name: (folder / name).read_text(encoding="utf-8", errors="replace") for name in CHECKPOINT_TEXT_FILES if (folder / name).is_file()
+    }
+    weights = sorted(
+        (p.name, p.stat().st_size, int(p.stat().st_mtime)) for pattern in ("*.safetensors", "*.bin", "*.pt") for p in folder.glob(pattern)
+    )
+    return stable_key(texts, weights)

@@ -18,7 +18,6 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from sovtp.backends.base import Capabilities, Sampling
@@ -66,19 +65,19 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def cache_identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {
+        from sovtp.backends.base import checkpoint_identity
+
+        return {
             "backend": self.name,
-            "model": self.model,
+            # a local folder: its content, not its path, is the identity
+            "model": checkpoint_identity(self.model) or self.model,
             "image_max_side": self.image_max_side,
             "rank_reasoning": self.rank_reasoning,
+            # float32 and bfloat16 (and CPU and CUDA kernels) give other scores: --dtype and
+            # --device are answer settings, as the run key says
+            "dtype": self.dtype_request,
+            "device": self.device_request,
         }
-        cfg = Path(self.model) / "config.json"
-        if cfg.is_file():  # a local folder: its content, not its path, is the identity
-            from sovtp.cache import stable_key
-
-            weights = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(self.model).glob("*.safetensors"))
-            ident["model"] = stable_key(cfg.read_text(encoding="utf-8"), weights)
-        return ident
 
     # ------------------------------------------------------------------ loading
 

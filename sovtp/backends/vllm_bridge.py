@@ -88,8 +88,10 @@ class VLLMBridgeBackend:
         self._lock = threading.Lock()
 
     def cache_identity(self) -> dict[str, Any]:
+        from sovtp.backends.base import checkpoint_identity
+
         keep = ("max_pixels", "image_max_side", "dtype", "engine_kwargs")
-        return {"backend": self.name, "model": self.model, **{k: self.options.get(k) for k in keep}}
+        return {"backend": self.name, "model": checkpoint_identity(self.model) or self.model, **{k: self.options.get(k) for k in keep}}
 
     # ------------------------------------------------------------------ worker process
 
