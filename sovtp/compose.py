@@ -232,12 +232,52 @@ def template_digest(spec: str) -> str:
         st = path.stat()
     except (TemplateError, OSError):
         return "unresolved:" + str(spec)
-    return _digest_of(str(path), st.st_mtime_ns, st.st_size)
+    main = _digest_of(str(path), st.st_mtime_ns, st.st_size)
+    included = _included_files(path)
+    if not included:  # the common case: the file's own sha256, as run keys always had it
+        return main
+    # {% include %}/{% import %}/{% extends %} files render into the prompt too: editing
+    # one must re-answer every item, as editing the template itself does
+    h = hashlib.sha256(main.encode())
+    for f in included:
+        try:
+            fst = f.stat()
+            h.update(f"{f.name}:{_digest_of(str(f), fst.st_mtime_ns, fst.st_size)}".encode())
+        except OSError:
+            h.update(f"{f.name}:missing".encode())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=64)
 def _digest_of(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _included_files(path: Path) -> list[Path]:
+    """Files of the template's folder that ``path`` pulls in, recursively, in name order.
+    A reference Jinja cannot name before rendering (``{% include name_var %}``) counts
+    every ``.j2`` file of the folder."""
+    from jinja2 import Environment, meta
+    from jinja2.exceptions import TemplateSyntaxError
+
+    env = Environment()
+    path, folder = path.resolve(), path.parent.resolve()
+    seen: set[Path] = set()
+    todo = [path]
+    while todo:
+        current = todo.pop()
+        try:
+            refs = list(meta.find_referenced_templates(env.parse(current.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, TemplateSyntaxError):
+            continue  # the run reports a broken template with its own error
+        if any(r is None for r in refs):
+            return sorted(f for f in folder.glob("*.j2") if f != path)
+        for ref in refs:
+            f = (folder / ref).resolve()
+            if f != path and f not in seen and folder in f.parents:  # the loader reads nothing outside the folder
+                seen.add(f)
+                todo.append(f)
+    return sorted(seen)
 
 
 def load_template(spec: str, folder: Path | str | None = None) -> Template:

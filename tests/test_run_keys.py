@@ -25,6 +25,24 @@ def test_editing_a_user_template_changes_the_run_key(tmp_path: Path) -> None:
     assert run_key_for("clip-hash", config) != before
 
 
+def test_editing_a_file_the_template_includes_changes_the_run_key(tmp_path: Path) -> None:
+    """The included question renders into the prompt; before, a rerun after editing it
+    skipped every item ("already done") and kept the answers to the old question."""
+    (tmp_path / "parts").mkdir()
+    main = tmp_path / "main.j2"
+    main.write_text('{% include "parts/question.txt" %} Answer with one word from: {{ labels_text }}.\n', encoding="utf-8")
+    question = tmp_path / "parts" / "question.txt"
+    question.write_text("Which emotion does {{ target_ref }} show?", encoding="utf-8")
+    (tmp_path / "unrelated.j2").write_text("not included", encoding="utf-8")
+    config = RunConfig(template=str(main), cache_dir=None)
+    before = run_key_for("clip-hash", config)
+    (tmp_path / "unrelated.j2").write_text("edited, still not included", encoding="utf-8")
+    assert run_key_for("clip-hash", config) == before
+    question.write_text("Is {{ target_ref }} in pain?", encoding="utf-8")
+    os.utime(question, ns=(1, 1))
+    assert run_key_for("clip-hash", config) != before
+
+
 def test_answer_changing_backend_options_are_in_the_key_and_transport_options_are_not() -> None:
     base = RunConfig(backend="openai", model="m", cache_dir=None, backend_options={"base_url": "http://127.0.0.1:1/v1", "timeout": 30.0})
     key = run_key_for("clip-hash", base)
