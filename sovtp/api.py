@@ -20,7 +20,8 @@ from sovtp.inputs import InputItem, discover
 from sovtp.pipeline import RunConfig, RunSummary
 from sovtp.types import Clip, Cues, Result
 
-_BACKEND_OPTIONS = ("base_url", "timeout", "max_retries", "detail", "device", "dtype", "api_key")
+# backend options a user may pass flat, as the CLI's --base-url, --vllm-python, --engine-arg ...
+_BACKEND_OPTIONS = ("base_url", "timeout", "max_retries", "detail", "device", "dtype", "api_key", "vllm_python", "engine_kwargs", "max_pixels")
 
 
 def _items(inputs: str | Path | Iterable[str | Path | InputItem], frame_folders: bool = False) -> list[InputItem]:
@@ -42,7 +43,7 @@ def make_config(config: RunConfig | None = None, **settings: Any) -> RunConfig:
     from sovtp.labels import LabelSet, load_label_set
 
     config = config or RunConfig()
-    options = dict(config.backend_options)
+    options = {**config.backend_options, **(settings.pop("backend_options", None) or {})}
     for k in _BACKEND_OPTIONS:
         if k in settings:
             options[k] = settings.pop(k)

@@ -93,3 +93,17 @@ def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vl
     assert again.returncode == 0
     assert len(out.read_text().splitlines()) == 4
     assert "already done" in again.stderr
+
+
+def test_the_python_api_takes_backend_options_as_the_cli_does():
+    """`sovtp.run(..., backend_options={...})` raised a TypeError from dataclasses.replace,
+    and the CLI's --vllm-python / --engine-arg had no flat keyword."""
+    import sovtp
+
+    cfg = sovtp.make_config(
+        backend="vllm", model="m", backend_options={"base_url": "http://127.0.0.1:1/v1", "timeout": 5.0}, timeout=9.0,
+        vllm_python="/opt/vllm/bin/python", engine_kwargs={"max_model_len": 4096},
+    )  # fmt: skip
+    assert cfg.backend_options == {
+        "base_url": "http://127.0.0.1:1/v1", "timeout": 9.0, "vllm_python": "/opt/vllm/bin/python", "engine_kwargs": {"max_model_len": 4096},
+    }  # fmt: skip
