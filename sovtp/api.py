@@ -21,7 +21,18 @@ from sovtp.pipeline import RunConfig, RunSummary
 from sovtp.types import Clip, Cues, Result
 
 # backend options a user may pass flat, as the CLI's --base-url, --vllm-python, --engine-arg ...
-_BACKEND_OPTIONS = ("base_url", "timeout", "max_retries", "detail", "device", "dtype", "api_key", "vllm_python", "engine_kwargs", "max_pixels")
+_BACKEND_OPTIONS = (
+    "base_url",
+    "timeout",
+    "max_retries",
+    "detail",
+    "device",
+    "dtype",
+    "api_key",
+    "vllm_python",
+    "engine_kwargs",
+    "max_pixels",
+)
 
 
 def _items(inputs: str | Path | Iterable[str | Path | InputItem], frame_folders: bool = False) -> list[InputItem]:

@@ -184,6 +184,15 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
         )
 
 
+def _exit_if_nothing_exists(inputs: list[Path]) -> None:
+    """A mistyped path alone (`sovtp run medai`) stops with one sentence and exit code 2,
+    like an empty folder; among other inputs it is one error record, and the run goes on."""
+    if inputs and not any(os.path.lexists(p) for p in inputs):
+        shown = ", ".join(map(str, inputs[:3])) + (" ..." if len(inputs) > 3 else "")
+        err.print(f"No such file or folder: {shown}; check the path.", soft_wrap=True)
+        raise typer.Exit(2)
+
+
 def _hint_frame_folders(items, frame_folders: bool) -> None:
     """Say so when the images found look like frames of clips (see frame_folder_hint)."""
     if frame_folders:
@@ -333,6 +342,7 @@ def run(
         max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
         frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
+    _exit_if_nothing_exists(inputs)
     items = discover(inputs, frame_folders)
     if not items:
         err.print(
@@ -394,6 +404,7 @@ def prompt(
         per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
         frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
+    _exit_if_nothing_exists(inputs)
     items = discover(inputs, frame_folders)
     if not items:
         err.print(f"No video or image files found in {', '.join(map(str, inputs))}.")

@@ -120,6 +120,7 @@ class RunConfig:
         return d
 
 
+SAMPLINGS = ("uniform", "au-peak")
 # Visual modes whose whole point is the target's face: blurring every face leaves them nothing.
 FACE_FOCUS_MODES = ("crop", "blur_reverse", "gray_reverse")
 
@@ -130,6 +131,17 @@ def check_combination(config: RunConfig, template_name: str, template_source: st
     with a mode that shows only the target's face (a uniform square, "the person whose
     face is in focus" with every face blurred), --per-face with a template that never
     asks for per-face labels (the ablation axis would compare identical prompts)."""
+    from sovtp.render.modes import LAYOUTS, VISUAL_MODES
+    from sovtp.render.privacy import PRIVACY_MODES
+
+    for option, value, allowed in (
+        ("--visual", visual, VISUAL_MODES),
+        ("--layout", config.layout, (None, *LAYOUTS)),
+        ("--privacy", config.privacy, PRIVACY_MODES),
+        ("--sampling", config.sampling, SAMPLINGS),
+    ):
+        if value not in allowed:  # before: every item decoded, then failed (or au_peak sampled uniformly)
+            raise UserError(f"{option} {value!r} is not one of {', '.join(a for a in allowed if a)}")
     rule = str(config.target).strip().lower()
     if rule not in ("largest", "center", "centre") and not rule.isdigit():
         raise UserError(f"--target {config.target!r} is not a rule; use largest, center or a face ID number such as 2")

@@ -109,9 +109,19 @@ class ResultsWriter:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise UserError(f"--out {self.path} is a folder; give a results file, e.g. {self.path / 'results.jsonl'}")
+        self._run_lock: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._run_lock = hold_run_lock(self.path)
+            with open(self.path, "a", encoding="utf-8"):
+                pass  # writable: found now, not after the first clip's cues and answer
+        except OSError as exc:
+            if self._run_lock is not None:
+                os.close(self._run_lock)
+            raise UserError(f"cannot write the results file {self.path} ({exc.strerror or exc}); give another --out") from None
         self._lock = threading.Lock()
-        self._run_lock = hold_run_lock(self.path)
         self._repair_torn_tail()
         self.finished: dict[tuple[str, str], Result] = {}  # record_key -> final record
         self.retryable: set[tuple[str, str]] = set()

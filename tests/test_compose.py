@@ -174,6 +174,9 @@ def test_a_target_the_images_do_not_single_out_is_named_by_its_size(target: int,
         (["--privacy", "blur-all", "--visual", "crop"], "--privacy blur-all blurs the target's face too, and --visual crop shows"),
         (["--privacy", "blur-all", "--visual", "blur_reverse"], "use --privacy blur-others, or another --visual"),
         (["--per-face", "--template", "sov"], "template 'sov' never asks for them; use --template sovtp or text_cues"),
+        (["--visual", "boxes"], "--visual 'boxes' is not one of none, box, numbered"),
+        (["--sampling", "au_peak"], "--sampling 'au_peak' is not one of uniform, au-peak"),  # before: sampled uniformly
+        (["--layout", "grids"], "--layout 'grids' is not one of frames, grid"),
     ],
 )
 def test_settings_every_item_would_fail_on_are_refused_before_anything_is_decoded(media, tmp_path, options, says):
@@ -201,3 +204,27 @@ def test_an_ablation_with_one_impossible_variant_stops_before_any_runs(media, tm
     with pytest.raises(A.AblationError, match=r"variant visual=crop,privacy=blur-all: --privacy blur-all blurs"):
         A.ablate(items, {"visual": ["none", "crop"], "privacy": ["none", "blur-all"]}, base, tmp_path / "abl")
     assert not (tmp_path / "abl" / "results").exists()
+
+
+def test_a_mistyped_input_or_an_out_folder_is_one_sentence(media, tmp_path):
+    """`sovtp prompt medai` made an error record and exited 0; `sovtp run --out folder/`
+    was a traceback (IsADirectoryError)."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    res = CliRunner().invoke(app, ["prompt", str(tmp_path / "medai"), "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "No such file or folder: " in res.output and "medai; check the path." in " ".join(res.output.split())
+    (tmp_path / "out").mkdir()
+    args = [
+        "run",
+        str(media / "single_face.jpg"),
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and "is a folder; give a results file, e.g. " in " ".join(res.output.split()), res.output
