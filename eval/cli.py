@@ -382,6 +382,9 @@ def ablate_command(
             soft_wrap=True,
         )
 
+    from sovtp.cli import stop_on_sigterm
+
+    stop_on_sigterm()
     try:
         with bar:
             outcome = ablate(
@@ -398,9 +401,12 @@ def ablate_command(
                 on_variant=on_variant,
                 dataset=dataset,
             )
-    except KeyboardInterrupt:
-        err.print(f"\n[yellow]Interrupted.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:
+        from sovtp.cli import was_terminated
+
+        said = "Terminated" if was_terminated(stop) else "Interrupted"
+        err.print(f"\n[yellow]{said}.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
+        raise typer.Exit(143 if was_terminated(stop) else 130) from None
     except (AblationError, DatasetError) as exc:
         raise _fail(exc) from None
     except Exception as exc:

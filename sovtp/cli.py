@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -184,6 +185,39 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
         )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken the way Ctrl-C is."""
+
+
+TERMINATED = threading.Event()
+
+
+def stop_on_sigterm() -> None:
+    """Slurm time limits, Kubernetes preemption and a plain `kill` send SIGTERM, the usual
+    way a long job ends: stop as Ctrl-C does (records whole, the manifest written, the
+    results file rewritten if it needs to be, a sentence on how to resume), not mid-write
+    with nothing said."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        TERMINATED.set()
+        on_interrupt = signal.getsignal(signal.SIGINT)
+        if callable(on_interrupt) and on_interrupt is not signal.default_int_handler:
+            on_interrupt(signal.SIGINT, frame)  # asyncio.run's own: cancels the running task cleanly
+        else:
+            raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def was_terminated(stop: BaseException) -> bool:
+    """Whether a KeyboardInterrupt came from SIGTERM (asyncio turns it into its own)."""
+    return isinstance(stop, Terminated) or TERMINATED.is_set()
+
+
 def _exit_if_nothing_exists(inputs: list[Path]) -> None:
     """A mistyped path alone (`sovtp run medai`) stops with one sentence and exit code 2,
     like an empty folder; among other inputs it is one error record, and the run goes on."""
@@ -350,6 +384,7 @@ def run(
         )
         raise typer.Exit(2)
     _hint_frame_folders(items, frame_folders)
+    stop_on_sigterm()
     try:
         with _user_errors():
             if runner == "ray":
@@ -358,11 +393,11 @@ def run(
                 summary = run_ray(items, config, out_path, address=address, progress=True)
             else:
                 summary = api_run(items, out=out_path, config=config, progress=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         err.print(
-            f"\n[yellow]Interrupted.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
+            f"\n[yellow]{'Terminated' if was_terminated(stop) else 'Interrupted'}.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if was_terminated(stop) else 130) from None
     err.print(
         f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
         + (f"; {summary.skipped} already done (skipped)" if summary.skipped else "")

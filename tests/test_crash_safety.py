@@ -106,7 +106,10 @@ def test_sigkill_then_rerun_holds_every_item_exactly_once(folder: Path, tmp_path
     assert manifest["summary"]["interrupted"] is False
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Path):
+@pytest.mark.parametrize(("stop", "code", "said"), [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Path, stop: int, code: int, said: str):
+    """Ctrl-C, and SIGTERM (Slurm's time limit, Kubernetes preemption, `kill`), which
+    before ended the run at once: exit 143, no manifest, no word on resuming."""
     out = tmp_path / "results.jsonl"
     template = write_template(tmp_path)
     env = sovtp_env(tmp_path, OPENAI_API_KEY="sk-local")
@@ -125,7 +128,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Pat
         try:
             _wait_for_records(proc, out, 1)
             helpers = psutil.Process(proc.pid).children(recursive=True)
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, stop)
             _, stderr = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -134,8 +137,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(folder: Path, tmp_path: Pat
         for p in alive:
             p.kill()
         assert not alive, f"processes outlived the interrupted run: {[p.pid for p in alive]}"
-        assert proc.returncode == 130, stderr[-3000:]
-        assert "Interrupted" in stderr and "run the same command again to resume" in stderr
+        assert proc.returncode == code, stderr[-3000:]
+        assert said in stderr and "run the same command again to resume" in stderr
         assert str(out) in stderr  # says where the finished work is
         assert "Traceback" not in stderr
         done = [json.loads(line) for line in _lines(out)]  # whole lines only
