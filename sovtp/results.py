@@ -71,6 +71,10 @@ def is_final(result: Result) -> bool:
     return result.status != "error" or result.meta.get("error_kind") in FINAL_ERROR_KINDS
 
 
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
 def hold_run_lock(path: Path) -> int | None:
     """Hold an exclusive lock on ``path`` for one run (a ``.<name>.lock`` file beside it,
     released when the run closes the file or its process dies). Two runs appending to one
@@ -163,7 +167,14 @@ class ResultsWriter:
         beside the recorded one does not count, so every copy gets its own record (the
         caches make its answer free). A runner that skips a moved input calls
         :meth:`follow`, so its record takes the new path."""
-        return (run_key, path) in self.finished or run_key in self.moved_keys
+        return (run_key, path) in self.finished or run_key in self.moved_keys or (run_key, _real(path)) in self.finished_real
+
+    @functools.cached_property
+    def finished_real(self) -> frozenset[tuple[str, str]]:
+        """(run key, resolved path) of the file's earlier final records: the same file named
+        another way (relative then absolute, through a link) is the same input."""
+        with self._lock:
+            return frozenset((key, _real(path)) for key, path in self.finished)
 
     @functools.cached_property
     def moved_keys(self) -> frozenset[str]:
@@ -212,21 +223,27 @@ class ResultsWriter:
 def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
     """Rewrite ``path`` with one record per item (the latest), atomically. ``moved``: run
     key -> the paths its input now has; the records of that key whose path no longer
-    exists are replaced by one record per new path (the old record of the same file name
-    where there is one: copies of a file moved together keep their own records)."""
+    exists, or names one of those files another way, are replaced by one record per new
+    path (the old record of the same file name where there is one: copies of a file
+    moved together keep their own records)."""
     moved = moved or {}
+    now = {key: {_real(p) for p in paths} for key, paths in moved.items()}
+
+    def stale(r: Result) -> bool:  # a record of a moved input under its old name
+        return r.run_key in moved and (not os.path.lexists(r.path) or _real(r.path) in now[r.run_key])
+
     records = load_results(path)
-    gone: dict[str, list[Result]] = {}  # moved run key -> its records under paths that no longer exist
+    gone: dict[str, list[Result]] = {}  # moved run key -> its records under old names
     for r in records:
-        if r.run_key in moved and not os.path.lexists(r.path):
-            gone.setdefault(r.run_key, []).append(r)
+        if stale(r):
+            gone.setdefault(r.run_key or "", []).append(r)
     kept: list[Result] = []
     for r in records:
-        if r.run_key in gone and not os.path.lexists(r.path):
-            old = gone.pop(r.run_key, [])  # where the first of them stood; the others go
+        if r.run_key in gone and stale(r):
+            old = gone.pop(r.run_key or "", [])  # where the first of them stood; the others go
             by_name = {Path(o.path).name: o for o in old}
-            kept += [by_name.get(Path(p).name, old[0]).model_copy(update={"path": p}) for p in moved[r.run_key]]
-        elif not (r.run_key in moved and not os.path.lexists(r.path)):
+            kept += [by_name.get(Path(p).name, old[0]).model_copy(update={"path": p}) for p in moved[r.run_key or ""]]
+        elif not stale(r):
             kept.append(r)
     records = kept
     fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")

@@ -177,3 +177,21 @@ def test_records_left_twice_by_a_killed_run_and_a_line_of_bad_bytes_do_not_stop_
     assert w.is_done("k1", "v1.mp4")
     w.close()
     assert [r.status for r in load_results(out)] == ["ok"] and out.read_text().count("\n") == 1
+
+
+def test_the_same_file_named_another_way_is_the_same_input(tmp_path: Path, monkeypatch):
+    """`sovtp run data` then `sovtp run /abs/path/to/data` from the same folder redid
+    every item and left two records each (eval score counted n = 6 for 3 clips)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "r.jsonl"
+    w = ResultsWriter(out)
+    w.append(Result(path="data/a.jpg", status="ok", label="happy", content_hash="h", run_key="k"))
+    w.close()
+    absolute = str(tmp_path / "data" / "a.jpg")
+    w = ResultsWriter(out)
+    assert w.is_done("k", absolute)
+    w.follow("k", absolute)
+    w.close()
+    assert [r.path for r in load_results(out)] == [absolute]  # the record takes the spelling in use

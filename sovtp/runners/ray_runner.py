@@ -108,11 +108,17 @@ class PrepareActor:
     this actor's Preparer (extractor models load once per actor; mediapipe graphs never
     cross a process boundary). Emits the slimmed Prepared item, or None when skipped."""
 
-    def __init__(self, config: RunConfig, finished: frozenset[tuple[str, str]], moved: frozenset[str]) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        finished: frozenset[tuple[str, str]],
+        moved: frozenset[str],
+        finished_real: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         from sovtp.pipeline import Preparer
 
         self.config = config
-        self.finished, self.moved = finished, moved  # as ResultsWriter.is_done decides
+        self.finished, self.moved, self.finished_real = finished, moved, finished_real  # as ResultsWriter.is_done decides
         self.preparer = Preparer(config, extract_threads=1)  # the actor reserves one CPU (num_cpus=1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -125,7 +131,8 @@ class PrepareActor:
             content_hash, err = _hash_item(item)
             key = run_key_for(content_hash or item.display, self.config)
             stats: dict[str, Any] = {}
-            if content_hash and ((key, item.display) in self.finished or key in self.moved):
+            done = (key, item.display) in self.finished or key in self.moved or (key, os.path.realpath(item.display)) in self.finished_real
+            if content_hash and done:
                 prepared = None
                 if (key, item.display) not in self.finished:
                     stats = {"moved": [key, item.display]}  # the driver's writer moves its record
@@ -245,6 +252,7 @@ def build_dataset(
     workers: int | None = None,
     answer_actors: int = 1,
     batch_size: int | None = None,
+    finished_real: frozenset[tuple[str, str]] = frozenset(),
 ):
     """The Ray Data pipeline for ``items`` (lazy: nothing runs until it is iterated)."""
     ray = require_ray()
@@ -262,7 +270,7 @@ def build_dataset(
     pool = ray.data.ActorPoolStrategy
     ds = ds.map_batches(
         PrepareActor,
-        fn_constructor_kwargs={"config": config, "finished": finished, "moved": moved},
+        fn_constructor_kwargs={"config": config, "finished": finished, "moved": moved, "finished_real": finished_real},
         batch_size=1,
         batch_format="numpy",
         compute=pool(size=n_prep),
@@ -335,6 +343,7 @@ def run_ray(
             preparer.template.answer == "stages",
             workers=config.workers,
             answer_actors=answer_actors,
+            finished_real=writer.finished_real,
         )
         for row in ds.iter_rows():
             stats = json.loads(row["stats"] or "{}")
