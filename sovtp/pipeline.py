@@ -304,7 +304,8 @@ class Preparer:
         if isinstance(decoded.clip, Exception):
             raise decoded.clip
         clip = decoded.clip
-        n = self.frames_to_decode
+        # a still photo is one frame whatever --frames says: its cues are shared by every setting
+        n = 1 if clip.is_image else self.frames_to_decode
         sampling_key = (n, cfg.max_side, DECODER_VERSION)
         try:
             report: ExtractionReport = run_extractors(

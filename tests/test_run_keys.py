@@ -69,3 +69,18 @@ def test_a_frame_rate_is_in_the_key_only_when_given() -> None:
     assert run_key_for("clip-hash", replace(base, frame_folders=True)) == key
     assert run_key_for("clip-hash", replace(base, frame_rate=30.0)) != key
     assert run_key_for("clip-hash", replace(base, frame_rate=30.0)) != run_key_for("clip-hash", replace(base, frame_rate=25.0))
+
+
+def test_a_photos_cues_are_shared_by_every_frames_setting(media: Path, tmp_path: Path) -> None:
+    """A still photo is one frame whatever --frames says; an ablation over frames=4,8
+    recomputed every photo's cues per value (0 cache hits)."""
+    from sovtp.pipeline import Preparer
+    from sovtp.types import file_sha256
+
+    photo = media / "single_face.jpg"
+    runs = []
+    for frames in (4, 8):
+        preparer = Preparer(RunConfig(num_frames=frames, extractors=("faces",), cache_dir=tmp_path / "cache", workers=1))
+        preparer.clip_and_cues(photo, file_sha256(photo), {})
+        runs.append(dict(preparer.extractor_runs))
+    assert runs == [{"faces": 1}, {}]  # the second setting ran nothing: its cues came from the cache
