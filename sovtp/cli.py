@@ -384,6 +384,15 @@ def run(
         )
         raise typer.Exit(2)
     _hint_frame_folders(items, frame_folders)
+    from sovtp.pipeline import changed_settings
+
+    changed = changed_settings(out_path, config)
+    if changed:
+        err.print(
+            f"[yellow]Note:[/] {out_path} holds records made with other settings ({'; '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}). "
+            "This run's records go beside them, and `sovtp eval score` scores each input's latest record; give another --out to keep the runs apart.",
+            soft_wrap=True,
+        )
     stop_on_sigterm()
     try:
         with _user_errors():

@@ -645,6 +645,30 @@ def run_items(
     return asyncio.run(run_items_async(items, config, out, progress))
 
 
+def changed_settings(out: Path | str, config: RunConfig) -> list[str]:
+    """The answer-changing settings in which ``config`` differs from the run that last
+    wrote ``out`` (its manifest's answer key), as "name: old -> new"; empty for a new file,
+    the same settings, or a manifest from before manifests kept the key."""
+    import json
+
+    out = Path(out)
+    try:
+        before = json.loads(out.with_name(out.stem + ".manifest.json").read_text(encoding="utf-8")).get("answer_key")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(before, dict) or not out.exists() or out.stat().st_size == 0:
+        return []
+    now = config.answer_key()
+    changed = []
+    for name in sorted(set(before) | set(now)):
+        if name == "model" and not now.get(name):
+            continue  # the server's model, learnt later
+        if before.get(name) != now.get(name):
+            old, new = (json.dumps(v, default=str)[:40] for v in (before.get(name), now.get(name)))
+            changed.append(f"{name}: {old} -> {new}")
+    return changed
+
+
 def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, started: float) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -659,6 +683,7 @@ def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, starte
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config.public_dict(),
+        "answer_key": config.answer_key(),  # what the records' run keys were made from
         "template": {"name": preparer.template.name, "sha256": preparer.template.sha256},
         "extractors": {e.name: {"version": e.version, "params": dict(e.params)} for e in preparer.extractors},
         "versions": versions,

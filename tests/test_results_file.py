@@ -195,3 +195,24 @@ def test_the_same_file_named_another_way_is_the_same_input(tmp_path: Path, monke
     w.follow("k", absolute)
     w.close()
     assert [r.path for r in load_results(out)] == [absolute]  # the record takes the spelling in use
+
+
+def test_a_rerun_with_other_settings_into_the_same_file_says_so(media: Path, tmp_path: Path):
+    """Records of both settings share the file (resume keys on the settings); before,
+    nothing said so, and scores of the file mixed the two runs unannounced."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+    from tests.helpers.servers import FaultServer
+
+    out = tmp_path / "results.jsonl"
+    with FaultServer() as server:
+        base = ["run", str(media / "single_face.jpg"), "--backend", "openai", "--base-url", server.base_url, "--out", str(out)]
+        base += ["--template", "direct", "--extractors", "faces", "--workers", "1", "--cache-dir", str(tmp_path / "c")]
+        first = CliRunner().invoke(app, [*base, "--labels", "dfew"])
+        same = CliRunner().invoke(app, [*base, "--labels", "dfew"])
+        other = CliRunner().invoke(app, [*base, "--labels", "ferv39k", "--temperature", "0.5"])
+    assert first.exit_code == same.exit_code == other.exit_code == 0, other.output
+    assert "holds records made with other settings" not in first.output + same.output
+    said = " ".join(other.output.split())
+    assert "holds records made with other settings (" in said and "temperature: 0.0 -> 0.5" in said and "labels: " in said
