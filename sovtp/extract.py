@@ -119,6 +119,21 @@ class ExtractionReport:
     cache_hits: list[str]
 
 
+def _why_missing(name: str, kind: str, upstream: Sequence[Extractor], cues: Cues) -> str:
+    """Why ``name`` cannot run for want of ``kind``: the root cause, said once down the
+    chain (no face found -> no mesh -> no AUs), not "no extractor provided" for an
+    extractor that ran and found nothing."""
+    providers = [e.name for e in upstream if kind in e.provides]
+    reason = next((cues.skipped[p] for p in providers if p in cues.skipped), None)
+    if reason is not None:
+        return reason
+    if any(p in cues.ran for p in providers):
+        return (
+            "no face was found in any sampled frame" if kind == "faces" else f"{name} needs {kind} cues, and none were found in this clip"
+        )
+    return f"{name} needs {kind} cues, which no extractor provided for this clip"
+
+
 def run_extractors(
     clip: Clip,
     extractors: Iterable[Extractor],
@@ -209,7 +224,7 @@ def run_extractors(
         else:
             missing = [r for r in ext.requires if r not in _kinds_present(cues)]
             if missing:
-                patch = Cues(skipped={ext.name: f"{ext.name} needs {', '.join(missing)} cues, which no extractor provided for this clip"})
+                patch = Cues(skipped={ext.name: _why_missing(ext.name, missing[0], [ordered[j] for j in builds_on[i]], cues)})
             else:
                 if i in prefetching:
                     prefetching[i].result()  # its early start on the faces is over; extract reuses it
