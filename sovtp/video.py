@@ -363,6 +363,12 @@ def _read_video(
             frames = feed.wait()
             first = frames[0]
         th, tw = first.image.shape[:2]  # after any display rotation (portrait phone video)
+        found = feed.source_frames
+        if found and header_frames and fps and found < 0.9 * header_frames:
+            # a truncated file: the header promises more than its packets hold, and the
+            # frames were sampled over what is there; the prompt must not call 1 s of
+            # video "19.68 s long"
+            duration = found / fps
         return Clip(
             path=path,
             content_hash=digest,

@@ -96,6 +96,17 @@ def test_truncated_video_keeps_what_decodes_or_says_why(media: Path, tmp_path: P
         assert all(f.image.shape == (360, 640, 3) for f in clip.frames)
 
 
+def test_a_truncated_videos_length_is_what_its_file_holds(media: Path, tmp_path: Path):
+    """The first 100 kB of a 20 s clip hold 24 frames: the frames are sampled over those,
+    and the clip's length is theirs. Before, the prompt said "one video clip (19.68 s
+    long), at 0.17 s, 0.50 s, 0.83 s"."""
+    p = tmp_path / "cut.mp4"
+    p.write_bytes((media / "WolfgangLanger_Pexels.mp4").read_bytes()[:100_000])
+    clip = read_clip(p, num_frames=3)
+    assert clip.frame_count == 24 and clip.duration == pytest.approx(1.0, abs=0.05)
+    assert max(f.timestamp for f in clip.frames) < clip.duration
+
+
 def test_header_only_fragment_is_an_error(media: Path, tmp_path: Path):
     p = tmp_path / "stub.mp4"
     p.write_bytes((media / "single_face.mp4").read_bytes()[:2000])
