@@ -142,7 +142,8 @@ def _face_dict(track: FaceTrack, cues: Cues, clip: Clip, include: set[str], num_
         "landmarks": landmarks,
         "aus": aus,
         "au_text": _au_text(aus),
-        "au_provider": _provider_note(aus),
+        # a clip's AU reading is a robust peak over its frames (the 90th percentile), not a mean
+        "au_provider": _provider_note(aus) + ("; each AU's peak over the sampled frames" if aus and num_frames > 1 else ""),
         "has_pose": pose is not None,
         "posture": posture,
         "posture_text": "; ".join(posture),
