@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sovtp.backends.base import checkpoint_identity
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.cpus import decode_threads
 from sovtp.errors import UserError
@@ -102,6 +103,9 @@ class RunConfig:
             "seed": self.seed,
             # only when set, so run keys of earlier runs (and of every video) stay as they were
             **({"frame_rate": self.frame_rate} if self.frame_rate is not None else {}),
+            # a local checkpoint folder: its files, so weights saved again into the same folder
+            # are not taken for the model that made the records (resume would skip every item)
+            **({"model_files": files} if (files := checkpoint_identity(self.model) if self.model else None) else {}),
         }
 
     def public_dict(self) -> dict[str, Any]:

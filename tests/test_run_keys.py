@@ -84,3 +84,20 @@ def test_a_photos_cues_are_shared_by_every_frames_setting(media: Path, tmp_path:
         preparer.clip_and_cues(photo, file_sha256(photo), {})
         runs.append(dict(preparer.extractor_runs))
     assert runs == [{"faces": 1}, {}]  # the second setting ran nothing: its cues came from the cache
+
+
+def test_weights_saved_again_into_a_checkpoint_folder_change_the_run_key(tmp_path: Path) -> None:
+    """A model fine-tuned again into the same folder: before, resume skipped every item
+    and kept the old model's answers (the key held the folder's path only)."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen2_5_vl"}', encoding="utf-8")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"0" * 100)
+    config = RunConfig(backend="transformers", model=str(folder), cache_dir=None)
+    before = run_key_for("clip-hash", config)
+    assert run_key_for("clip-hash", config) == before
+    weights.write_bytes(b"1" * 120)
+    assert run_key_for("clip-hash", config) != before
+    hub = RunConfig(backend="transformers", model="Qwen/Qwen2.5-VL-3B-Instruct", cache_dir=None)
+    assert "model_files" not in hub.answer_key()  # hub ids key as before

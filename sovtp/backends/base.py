@@ -10,6 +10,7 @@ support so the runner can pick the decoding mode (``--structured auto``).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -104,22 +105,31 @@ CHECKPOINT_TEXT_FILES = (
 
 
 def checkpoint_identity(model: str) -> str | None:
-    """The identity of a local checkpoint folder for the response cache: the content of its
-    text files (``CHECKPOINT_TEXT_FILES``) and each weight file's name, size and mtime
-    (hashing gigabytes of weights per run would cost more than the cache saves). None for
-    a hub id. Editing the chat template of a folder used to leave cached answers of the
-    old template in place."""
+    """The identity of a local checkpoint folder: the content of its text files
+    (``CHECKPOINT_TEXT_FILES``) and each weight file's name, size and mtime (hashing
+    gigabytes of weights would cost more than it protects). None for a hub id. Run keys
+    and the response cache use it, so weights saved again into the same folder, or an
+    edited chat template, are not answered from the old model's records."""
     from pathlib import Path
-
-    from sovtp.cache import stable_key
 
     folder = Path(model)
     if not (folder / "config.json").is_file():
         return None
+    files = [folder / name for name in CHECKPOINT_TEXT_FILES if (folder / name).is_file()]
+    weights = [p for pattern in ("*.safetensors", "*.bin", "*.pt") for p in folder.glob(pattern)]
+    state = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in [*files, *weights]))
+    return _checkpoint_digest(state)
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_digest(state: tuple[tuple[str, int, int], ...]) -> str:
+    """The digest of one state of a checkpoint folder (cached: run keys ask once per item)."""
+    from pathlib import Path
+
+    from sovtp.cache import stable_key
+
     texts = {
-        name: (folder / name).read_text(encoding="utf-8", errors="replace") for name in CHECKPOINT_TEXT_FILES if (folder / name).is_file()
+        Path(p).name: Path(p).read_text(encoding="utf-8", errors="replace") for p, _, _ in state if Path(p).name in CHECKPOINT_TEXT_FILES
     }
-    weights = sorted(
-        (p.name, p.stat().st_size, int(p.stat().st_mtime)) for pattern in ("*.safetensors", "*.bin", "*.pt") for p in folder.glob(pattern)
-    )
+    weights = sorted((Path(p).name, size, mtime // 1_000_000_000) for p, size, mtime in state if Path(p).name not in CHECKPOINT_TEXT_FILES)
     return stable_key(texts, weights)
