@@ -16,7 +16,7 @@ This costs ~15 ms, where ``reset()`` costs ~150 ms (it re-initialises the graph)
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -40,9 +40,38 @@ def person_box(face: Box, width: int, height: int, widen: float = 4.0, down: flo
 Keypoints = list[tuple[float, float, float]]
 # One person's prefetched graph run: the (position, crop) it was shown, in order, from a
 # cleared graph, and the keypoints it gave per position.
-_PrefetchedRun = tuple[list[tuple[int, Box]], dict[int, Keypoints]]
+# one crop: (frame position, crop region, the other faces' boxes in that frame)
+_Crop = tuple[int, Box, tuple[Box, ...]]
+_PrefetchedRun = tuple[list[_Crop], dict[int, Keypoints]]
+HEAD_SLACK = 0.5  # the pose's nose may lie this many face sizes outside the face box
 
 _BLANK = np.zeros((64, 64, 3), dtype=np.uint8)
+
+
+def _near(point: tuple[float, float, float], face: Box) -> bool:
+    """Whether a pose keypoint lies on (or within ``HEAD_SLACK`` face sizes of) ``face``."""
+    x, y = point[0], point[1]
+    dx, dy = HEAD_SLACK * face.width, HEAD_SLACK * face.height
+    return face.x1 - dx <= x <= face.x2 + dx and face.y1 - dy <= y <= face.y2 + dy
+
+
+def _blank_faces(pixels: np.ndarray, ox: int, oy: int, others: Sequence[Box], face: Box | None) -> np.ndarray:
+    """A copy of the crop with the other faces filled with the crop's mean colour (the
+    person's own face box kept intact where they overlap)."""
+    out = pixels.copy()
+    h, w = out.shape[:2]
+    fill = pixels.reshape(-1, pixels.shape[-1]).mean(axis=0).astype(pixels.dtype)
+    for b in others:
+        x1, y1 = max(int(b.x1) - ox, 0), max(int(b.y1) - oy, 0)
+        x2, y2 = min(int(np.ceil(b.x2)) - ox, w), min(int(np.ceil(b.y2)) - oy, h)
+        if x2 > x1 and y2 > y1:
+            out[y1:y2, x1:x2] = fill
+    if face is not None:
+        x1, y1 = max(int(face.x1) - ox, 0), max(int(face.y1) - oy, 0)
+        x2, y2 = min(int(np.ceil(face.x2)) - ox, w), min(int(np.ceil(face.y2)) - oy, h)
+        if x2 > x1 and y2 > y1:
+            out[y1:y2, x1:x2] = pixels[y1:y2, x1:x2]
+    return out
 
 
 def _clear(graph: Any) -> None:
@@ -55,7 +84,7 @@ class MediapipePose:
     """33 keypoints per person (face ID) per sampled frame, and posture phrases."""
 
     name: ClassVar[str] = "pose"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the other faces blanked in each crop; a skeleton off its face dropped
     provides: ClassVar[tuple[str, ...]] = ("pose",)
     requires: ClassVar[tuple[str, ...]] = ("faces",)
 
@@ -88,11 +117,21 @@ class MediapipePose:
             )
         return self._graphs[slot]
 
-    def keypoints(self, graph: Any, image: np.ndarray, region: Box) -> list[tuple[float, float, float]] | None:
-        """One person's 33 keypoints in the crop ``region`` of ``image``, full-frame pixels."""
+    def keypoints(
+        self, graph: Any, image: np.ndarray, region: Box, face: Box | None = None, others: Sequence[Box] = ()
+    ) -> list[tuple[float, float, float]] | None:
+        """One person's 33 keypoints in the crop ``region`` of ``image``, full-frame pixels.
+
+        The crop around a person in a group holds the neighbours too, and the pose model
+        takes whichever body it finds first: a person got a neighbour's skeleton (and its
+        posture). So the other faces in the crop are blanked before the graph runs (the
+        pose detector starts from a face), and a skeleton whose nose lies away from
+        ``face`` is someone else's and dropped."""
         pixels, ox, oy = crop(image, region)
         if pixels.shape[0] < 16 or pixels.shape[1] < 16:
             return None
+        if others:
+            pixels = _blank_faces(pixels, ox, oy, others, face)
         result = graph.process(pixels)
         if result.pose_landmarks is None:
             # In tracking mode a lost track yields nothing for this frame and detection
@@ -101,7 +140,11 @@ class MediapipePose:
         if result.pose_landmarks is None:
             return None
         ch, cw = pixels.shape[:2]
-        return [(round(p.x * cw + ox, 2), round(p.y * ch + oy, 2), round(float(p.visibility), 3)) for p in result.pose_landmarks.landmark]
+        points = [(round(p.x * cw + ox, 2), round(p.y * ch + oy, 2), round(float(p.visibility), 3)) for p in result.pose_landmarks.landmark]
+        if face is not None and not _near(points[0], face):
+            _clear(graph)  # latched onto someone else: detect afresh on the next frame
+            return None
+        return points
 
     def prefetch(self, clip: Clip, feed: FaceFeed) -> None:
         """Run each person's graph as the faces are found (see :class:`~sovtp.extract.FaceFeed`):
@@ -123,8 +166,9 @@ class MediapipePose:
                     _clear(graph)
                     runs[key] = ([], {})
                 region = person_box(obs.box, frame.width, frame.height, self.widen, self.down)
-                kp = self.keypoints(graph, frame.image, region)
-                runs[key][0].append((position, region))
+                others = tuple(o.box for k, o in observations if k != key)
+                kp = self.keypoints(graph, frame.image, region, obs.box, others)
+                runs[key][0].append((position, region, others))
                 if kp is not None:
                     runs[key][1][position] = kp
         if feed.complete:
@@ -141,19 +185,27 @@ class MediapipePose:
         # The largest faces get a pose when a crowd exceeds max_people (cost is per person).
         tracks = sorted(cues.faces, key=lambda t: -t.mean_area)[: self.max_people]
         poses: dict[int, Pose] = {}
+        boxes_at: dict[int, list[tuple[int, Box]]] = {}  # frame position -> (face id, box) of every face there
+        for t in cues.faces:
+            for o in t.observations:
+                boxes_at.setdefault(o.position, []).append((t.id, o.box))
         for slot, track in enumerate(sorted(tracks, key=lambda t: t.id)):
-            crops = [
-                (obs.position, person_box(obs.box, frames[obs.position].width, frames[obs.position].height, self.widen, self.down))
-                for obs in track.observations
-                if obs.position in frames
+            faces = {obs.position: obs.box for obs in track.observations if obs.position in frames}
+            crops: list[_Crop] = [
+                (
+                    position,
+                    person_box(box, frames[position].width, frames[position].height, self.widen, self.down),
+                    tuple(b for fid, b in boxes_at.get(position, []) if fid != track.id),
+                )
+                for position, box in faces.items()
             ]
             series = next((dict(done) for ran, done in prefetched if ran == crops), None)
             if series is None:
                 graph = self._graph(slot)
                 _clear(graph)
                 series = {}
-                for position, region in crops:
-                    kp = self.keypoints(graph, frames[position].image, region)
+                for position, region, others in crops:
+                    kp = self.keypoints(graph, frames[position].image, region, faces[position], others)
                     if kp is not None:
                         series[position] = kp
             if series:

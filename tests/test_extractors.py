@@ -77,7 +77,9 @@ def test_multi_face_every_face_gets_id_box_mesh_and_pose(multi) -> None:
         pose = multi.poses[face.id]
         assert len(pose.keypoints[0]) == 33
         nose = pose.keypoints[0][0]
-        assert obs.box.scaled(2.0).x1 <= nose[0] <= obs.box.scaled(2.0).x2  # the body under this face
+        # this face's body, not a neighbour's (face 3 got face 2's skeleton, face 2 a wrist of face 1)
+        assert obs.box.x1 <= nose[0] <= obs.box.x2 and obs.box.y1 <= nose[1] <= obs.box.y2, (face.id, nose, obs.box)
+    assert "arms open" not in multi.poses[2].posture  # her arms hang down; the open arm was face 1's
     assert multi.target_id in {f.id for f in multi.faces}
     assert multi.scene.num_people == 5
     assert set(multi.expressions) == {1, 2, 3, 4, 5}
