@@ -72,7 +72,10 @@ def frame_posture(kp: Keypoints) -> dict[str, bool]:
         if abs(angle) > 15:
             # Image right is the person's left when they face the camera (kp[11] on the right).
             person_left = (angle > 0) == (lsx > rsx)
-            out[f"leaning to their {'left' if person_left else 'right'}"] = True
+            # both sides vote: a frame leaning one way is a vote against the other, so a
+            # clip split between the two (or one stray frame) never reads as both
+            out["leaning to their left"] = person_left
+            out["leaning to their right"] = not person_left
         else:
             out["leaning to their left"] = False
             out["leaning to their right"] = False
@@ -92,4 +95,9 @@ def posture_phrases(keypoints: Mapping[int, Keypoints]) -> list[str]:
     for position in sorted(keypoints):
         for phrase, value in frame_posture(keypoints[position]).items():
             votes.setdefault(phrase, []).append(value)
-    return [p for p, v in votes.items() if v and sum(v) * 2 >= len(v) and any(v)]
+    held = [p for p, v in votes.items() if v and sum(v) * 2 >= len(v) and any(v)]
+    # a tie (half the frames each way) is no lean, not both
+    for pair in (("leaning to their left", "leaning to their right"), ("head tilted to their left", "head tilted to their right")):
+        if all(p in held for p in pair):
+            held = [p for p in held if p not in pair]
+    return held

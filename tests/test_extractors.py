@@ -226,3 +226,22 @@ def test_aus_from_fresh_meshes_equal_aus_from_cached_cues(media: Path):
     reloaded = Cues.model_validate(meshed.model_dump(mode="json"))
     assert reloaded == meshed
     assert GeometricAUs().extract(clip, meshed).aus == GeometricAUs().extract(clip, reloaded).aus
+
+
+def test_a_lean_needs_most_frames_and_never_reads_both_ways() -> None:
+    """One frame leaning left and one leaning right gave both 'leaning to their left' and
+    'leaning to their right'; one left frame among seven right ones still gave 'left'."""
+    from sovtp.extractors.posture import posture_phrases
+
+    def person(dx: float) -> list[tuple[float, float, float]]:
+        kp = [(0.0, 0.0, 0.0)] * 33
+        kp[11], kp[12] = (160.0 + dx, 100.0, 0.99), (40.0 + dx, 100.0, 0.99)  # shoulders over...
+        kp[23], kp[24] = (130.0, 300.0, 0.99), (70.0, 300.0, 0.99)  # ...the hips, facing the camera
+        return kp
+
+    left, right, upright = person(+80), person(-80), person(0)
+    leans = {"leaning to their left", "leaning to their right"}
+    assert leans.isdisjoint(posture_phrases({0: left, 1: right}))
+    assert leans.isdisjoint(posture_phrases(dict(enumerate([left] * 3 + [right] * 3 + [upright] * 2))))
+    assert set(posture_phrases(dict(enumerate([left] + [right] * 7)))) & leans == {"leaning to their right"}
+    assert set(posture_phrases(dict(enumerate([left] * 5 + [upright] * 3)))) & leans == {"leaning to their left"}
