@@ -39,9 +39,11 @@ class SceneDynamics:
     people count (face tracks), mean luma and its standard deviation."""
 
     name: ClassVar[str] = "scene"
-    version: ClassVar[str] = "2"  # 2: two-step area downscale (values shift in the 3rd decimal)
+    version: ClassVar[str] = "3"  # 2: two-step area downscale (values shift in the 3rd decimal); 3: runs without faces
     provides: ClassVar[tuple[str, ...]] = ("scene",)
-    requires: ClassVar[tuple[str, ...]] = ("faces",)
+    requires: ClassVar[tuple[str, ...]] = ()
+    # whole-frame measurements need no face; a clip with nobody in it still has motion and light
+    uses: ClassVar[tuple[str, ...]] = ("faces",)
 
     def __init__(self, grey_height: int = 64) -> None:
         self.grey_height = int(grey_height)

@@ -49,6 +49,11 @@ class Extractor(Protocol):
     requires, transitively) and may read, never mutate, them; extractors that do not
     build on each other may run at the same time in different threads, so an instance
     must not share mutable state with another extractor.
+
+    An extractor may also declare ``uses``: kinds it reads when they were found but does
+    without (the scene measures whole frames, and per person when there are faces). It
+    runs after their providers and is keyed on them, and is not skipped when they are
+    empty.
     """
 
     name: ClassVar[str]
@@ -90,6 +95,11 @@ def load_extractor(name: str, **params: Any) -> Extractor:
     raise KeyError(f"no extractor named {name!r} is installed (installed: {known}); check the name or install its package")
 
 
+def _uses(ext: Extractor) -> tuple[str, ...]:
+    """The kinds ``ext`` reads when present (see :class:`Extractor`); none by default."""
+    return tuple(getattr(ext, "uses", ()))
+
+
 def order_extractors(extractors: Sequence[Extractor]) -> list[Extractor]:
     """Topological order by provides/requires; a requirement nobody provides is left for
     the extractor itself to report (it will be skipped with its reason)."""
@@ -100,7 +110,7 @@ def order_extractors(extractors: Sequence[Extractor]) -> list[Extractor]:
     while remaining:
         progress = False
         for ext in list(remaining):
-            needs = [r for r in ext.requires if r in all_provided]
+            needs = [r for r in (*ext.requires, *_uses(ext)) if r in all_provided]
             if all(r in provided for r in needs):
                 ordered.append(ext)
                 provided.update(ext.provides)
@@ -169,7 +179,8 @@ def run_extractors(
     for i, ext in enumerate(ordered):
         # Landmarks live inside Cues.faces: whoever provides faces before a landmarks
         # reader may replace them, as it did one after another.
-        needs = set(ext.requires) | ({"faces"} if "landmarks" in ext.requires else set())
+        reads = {*ext.requires, *_uses(ext)}
+        needs = reads | ({"faces"} if "landmarks" in reads else set())
         direct = {j for j in range(i) if set(ordered[j].provides) & needs}
         builds_on.append(sorted(direct.union(*(builds_on[j] for j in direct))))
     patches: dict[int, Cues] = {}
@@ -190,7 +201,7 @@ def run_extractors(
             # cache probe asks then, and a provider that is skipped ends the pose anyway.
             if j not in patches or ordered[j].name in patches[j].ran:
                 keys_by_kind.update({kind: upstream_keys[j] for kind in ordered[j].provides})
-        upstream = sorted(keys_by_kind[k] for k in ext.requires if k in keys_by_kind)
+        upstream = sorted(keys_by_kind[k] for k in (*ext.requires, *_uses(ext)) if k in keys_by_kind)
         return stable_key("cues", clip.content_hash, sampling_key, ext.name, ext.version, dict(ext.params), upstream)
 
     def start_prefetch(i: int, key: str) -> FaceFeed | None:

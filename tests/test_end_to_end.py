@@ -86,6 +86,7 @@ def test_run_writes_one_record_per_input(clip_dir: Path, tmp_path: Path, tiny_vl
     assert by_name["no_face.mp4"]["face_ids"] == []
     # the root cause, down the chain (before: "aus needs landmarks cues, which no extractor provided")
     assert set(by_name["no_face.mp4"]["cues_skipped"].values()) == {"no face was found in any sampled frame"}
+    assert "scene" in by_name["no_face.mp4"]["cues_ran"]  # motion and light need no face (before: skipped)
     assert len(by_name["multi_face.jpg"]["face_ids"]) >= 3
     manifest = json.loads((tmp_path / "results.manifest.json").read_text())
     assert manifest["summary"]["total"] == 4
