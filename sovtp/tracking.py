@@ -11,7 +11,7 @@ detector missed the face (profile view, hand over the face). Plain numpy, determ
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sovtp.types import Box, Cues, FaceObservation, FaceTrack
@@ -121,11 +121,11 @@ class FaceTracker:
                 self._created += 1
         return [keyed[di] for di in range(len(dets))]
 
-    def tracks(self) -> list[FaceTrack]:
+    def tracks(self, keep: Callable[[FaceTrack], bool] | None = None) -> list[FaceTrack]:
         """IDs numbered 1..K by first appearance, then left to right, so they are the
-        same on every run."""
+        same on every run; ``keep`` drops tracks before they are numbered."""
         order = sorted(
-            self._finished + [t for _, t in self._active],
+            [t for t in self._finished + [t for _, t in self._active] if keep is None or keep(t)],
             key=lambda t: (t.observations[0].position, t.observations[0].box.center[0], t.observations[0].box.center[1]),
         )
         return [FaceTrack(id=i + 1, observations=list(t.observations)) for i, t in enumerate(order)]

@@ -245,3 +245,15 @@ def test_a_lean_needs_most_frames_and_never_reads_both_ways() -> None:
     assert leans.isdisjoint(posture_phrases(dict(enumerate([left] * 3 + [right] * 3 + [upright] * 2))))
     assert set(posture_phrases(dict(enumerate([left] + [right] * 7)))) & leans == {"leaning to their right"}
     assert set(posture_phrases(dict(enumerate([left] * 5 + [upright] * 3)))) & leans == {"leaning to their left"}
+
+
+def test_a_weak_detection_in_one_frame_of_a_clip_is_no_face(media: Path) -> None:
+    """no_face.mp4 at the default 8 frames: the full-range detector sees a 0.69 "face" in
+    the lettering of one frame. Kept, it became face 1, the target and "1 person
+    detected". A face seen in more than one frame, or strongly in one, is kept."""
+    from sovtp.video import read_clip
+
+    cues = run_extractors(read_clip(media / "no_face.mp4", num_frames=8), [MediapipeFaces()]).cues
+    assert cues.faces == [] and cues.target_id is None
+    kept = run_extractors(read_clip(media / "no_face.mp4", num_frames=8), [MediapipeFaces(lone_min_score=0.0)]).cues
+    assert len(kept.faces) == 1 and len(kept.faces[0].observations) == 1  # the lone detection itself
