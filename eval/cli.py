@@ -21,7 +21,7 @@ LabelsOpt = Annotated[
     str | None, typer.Option("--labels", help="dfew (default), mafw, ferv39k, a comma-separated list, or a file with one label per line.")
 ]
 BootOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals (0: none).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (and of decoding, for ablate).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")]
 
 
 def _labels(spec: str | None):
@@ -250,7 +250,7 @@ def ablate_command(
         typer.Option("--cache-dir", help="Cue and response cache (default $SOVTP_CACHE_DIR or ~/.cache/sovtp); shared by all variants."),
     ] = None,
     bootstrap: BootOpt = 1000,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples and of decoding (temperature > 0).")] = 0,
     examples: Annotated[int, typer.Option("--examples", min=0, help="Annotated example frames in the HTML report.")] = 3,
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Do not run anything; rebuild the table and report from the results files.")

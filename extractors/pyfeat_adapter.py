@@ -144,7 +144,8 @@ class PyFeatAUs:
 
     @property
     def params(self) -> Mapping[str, Any]:
-        return {"au_model": self.au_model, "emotion_model": self.emotion_model}
+        # the device is in the key as documented: CPU and CUDA kernels round differently
+        return {"au_model": self.au_model, "emotion_model": self.emotion_model, "device": self.device}
 
     def _load(self) -> Any:
         if self._detector is not None:

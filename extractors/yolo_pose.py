@@ -145,6 +145,13 @@ class YoloPose:
                 f"ultralytics cannot import its dependency {missing!r}; install it beside ultralytics or use the mediapipe 'pose' extractor"
             ) from None
         except Exception as exc:
+            damaged = (
+                isinstance(exc, (EOFError, ValueError, KeyError)) or "pickle" in type(exc).__name__.lower() or "zip" in str(exc).lower()
+            )
+            if damaged:  # an empty, truncated or foreign file, not an environment problem
+                raise ExtractorUnavailable(
+                    f"ultralytics could not read {self.weights} ({type(exc).__name__}): the file is damaged or not YOLO-pose weights; download it again, or use the mediapipe 'pose' extractor"
+                ) from None
             raise ExtractorUnavailable(
                 f"ultralytics could not load {self.weights} ({type(exc).__name__}); check that torchvision imports beside torch, or use the mediapipe 'pose' extractor"
             ) from None

@@ -276,7 +276,7 @@ def run(
     structured: Annotated[
         str, typer.Option("--structured", help="auto, json, choice, rank or off: how the backend is kept to the label set.")
     ] = "auto",
-    per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too.")] = False,
+    per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too (templates that ask for them).")] = False,
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
@@ -428,13 +428,19 @@ def prompt(
     frames: FramesOpt = 8,
     sampling: SamplingOpt = "uniform",
     target: TargetOpt = "largest",
-    per_face: Annotated[bool, typer.Option("--per-face")] = False,
+    per_face: Annotated[bool, typer.Option("--per-face", help="Ask for a label per face ID too (templates that ask for them).")] = False,
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
+    image_max_side: Annotated[
+        Optional[int],
+        typer.Option(
+            "--image-max-side", help="Render the images at this longer side, marks included (what `run --backend openai` sends: 1024)."
+        ),
+    ] = None,
     frame_folders: FrameFoldersOpt = False,
     frame_rate: FrameRateOpt = None,
 ) -> None:
@@ -446,7 +452,7 @@ def prompt(
     config = _config(
         template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
         per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
-        frame_folders=frame_folders, frame_rate=frame_rate,
+        image_max_side=image_max_side, frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
     _exit_if_nothing_exists(inputs)
     items = discover(inputs, frame_folders)

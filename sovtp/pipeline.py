@@ -227,6 +227,12 @@ class Preparer:
         # processes and Ray actors, which share the cores, pass their share.
         self.extract_threads = extract_threads
         self.template = template if template is not None else load_template(config.template)
+        stray = sorted(set(config.extractor_params) - set(config.extractors))
+        if extractors is None and stray:  # a misspelt name ("face") would silently change nothing
+            raise UserError(
+                f"extractor_params names {', '.join(map(repr, stray))}, which the run does not use "
+                f"(its extractors: {', '.join(config.extractors)}); check the spelling, or add the extractor"
+            )
         self.extractors = (
             list(extractors)
             if extractors is not None

@@ -185,3 +185,22 @@ def test_yolo_pose_missing_weights_fail_in_one_sentence_before_ultralytics(tmp_p
     (tmp_path / "yolo11n-pose.pt").write_bytes(b"")
     with pytest.raises(ExtractorUnavailable, match=r"ultralytics is not installed; install it with .*sovtp\[ultralytics\]"):
         YoloPose(weights=str(tmp_path / "yolo11n-pose.pt"))._load()
+
+
+def test_a_damaged_weights_file_is_named_as_such(tmp_path: Path) -> None:
+    """An empty or truncated .pt got "check that torchvision imports beside torch", a fix
+    that does nothing; the file itself needs replacing."""
+    import_ultralytics()
+    empty = tmp_path / "yolo11n-pose.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ExtractorUnavailable, match=r"the file is damaged or not YOLO-pose weights; download it again"):
+        YoloPose(weights=str(empty))._load()
+
+
+def test_extractor_params_for_an_extractor_not_in_the_run_are_refused(media: Path) -> None:
+    """A misspelt name (`face` for `faces`) silently changed nothing."""
+    import sovtp
+    from sovtp.errors import UserError
+
+    with pytest.raises(UserError, match=r"extractor_params names 'face', which the run does not use"):
+        sovtp.extract_cues(media / "single_face.jpg", extractor_params={"face": {"overlap_eps": 0.3}}, cache_dir=None)
