@@ -566,7 +566,7 @@ def ablate(
         for v in variants:
             template = load_template(v.config.template)
             try:
-                check_combination(v.config, template.name, template.source, v.config.visual or template.visual)
+                check_combination(v.config, template, v.config.visual or template.visual)
             except UserError as exc:
                 raise AblationError(f"variant {v.name}: {exc}") from None
     # --report-only scores the records the run made: with the answer keys that run stored

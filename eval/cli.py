@@ -384,36 +384,36 @@ def ablate_command(
 
     from sovtp.cli import stop_on_sigterm
 
-    stop_on_sigterm()
-    try:
-        with bar:
-            outcome = ablate(
-                items,
-                g,
-                base,
-                out_dir,
-                baseline=baseline,
-                n_boot=bootstrap,
-                seed=seed,
-                examples=examples,
-                run=not report_only,
-                progress=progress,
-                on_variant=on_variant,
-                dataset=dataset,
-            )
-    except KeyboardInterrupt as stop:
-        from sovtp.cli import was_terminated
+    with stop_on_sigterm():
+        try:
+            with bar:
+                outcome = ablate(
+                    items,
+                    g,
+                    base,
+                    out_dir,
+                    baseline=baseline,
+                    n_boot=bootstrap,
+                    seed=seed,
+                    examples=examples,
+                    run=not report_only,
+                    progress=progress,
+                    on_variant=on_variant,
+                    dataset=dataset,
+                )
+        except KeyboardInterrupt as stop:
+            from sovtp.cli import was_terminated
 
-        said = "Terminated" if was_terminated(stop) else "Interrupted"
-        err.print(f"\n[yellow]{said}.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
-        raise typer.Exit(143 if was_terminated(stop) else 130) from None
-    except (AblationError, DatasetError) as exc:
-        raise _fail(exc) from None
-    except Exception as exc:
-        from sovtp.errors import UserError
-
-        if isinstance(exc, UserError):
+            said = "Terminated" if was_terminated(stop) else "Interrupted"
+            err.print(f"\n[yellow]{said}.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
+            raise typer.Exit(143 if was_terminated(stop) else 130) from None
+        except (AblationError, DatasetError) as exc:
             raise _fail(exc) from None
-        raise
+        except Exception as exc:
+            from sovtp.errors import UserError
+
+            if isinstance(exc, UserError):
+                raise _fail(exc) from None
+            raise
     print_table(outcome.summary)
     err.print(f"Report written to {outcome.report['html']} (and summary.md, summary.json, manifest.json).", soft_wrap=True)

@@ -111,7 +111,9 @@ def read_table(path: Path | str) -> list[dict[str, Any]]:
             reader = csv.DictReader(fh, delimiter=delimiter)
             for r in reader:
                 table.append(dict(r))
-                table.lines.append(reader.line_num)  # blank lines and quoted line breaks counted
+                # the row's first line: line_num is its last, after any quoted line breaks
+                breaks = sum(v.count("\n") for v in r.values() if isinstance(v, str))
+                table.lines.append(reader.line_num - breaks)
             return table
     if suffix in (".jsonl", ".ndjson"):
         rows = _Rows()

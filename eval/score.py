@@ -75,14 +75,18 @@ def latest_per_input(path: Path) -> tuple[list[dict[str, Any]], int]:
     older records were left out. The file is append-only across runs: a rerun with other
     settings (another temperature, template or model) adds records beside the earlier
     ones, and each must not be scored as another item."""
+    import os
+
     from sovtp.results import load_results
 
     latest: dict[str, dict[str, Any]] = {}
     total = 0
     for r in load_results(path):
         total += 1
-        latest.pop(r.path, None)  # the input's place is its latest record's
-        latest[r.path] = r.model_dump(mode="json")
+        # one input however it was named (relative, absolute, a link), where it still exists
+        key = os.path.realpath(r.path) if os.path.lexists(r.path) else r.path
+        latest.pop(key, None)  # the input's place is its latest record's
+        latest[key] = r.model_dump(mode="json")
     return list(latest.values()), total - len(latest)
 
 

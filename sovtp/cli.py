@@ -7,9 +7,11 @@ show local variables, since those can hold API keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -192,14 +194,17 @@ class Terminated(KeyboardInterrupt):
 TERMINATED = threading.Event()
 
 
-def stop_on_sigterm() -> None:
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
     """Slurm time limits, Kubernetes preemption and a plain `kill` send SIGTERM, the usual
-    way a long job ends: stop as Ctrl-C does (records whole, the manifest written, the
-    results file rewritten if it needs to be, a sentence on how to resume), not mid-write
-    with nothing said."""
+    way a long job ends: inside this block it stops the run as Ctrl-C does (records whole,
+    the manifest written, the results file rewritten if it needs to be, a sentence on how
+    to resume), not mid-write with nothing said. The previous handler is put back after,
+    so a program that calls the CLI in-process keeps its own."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
     def handler(signum: int, frame: object) -> None:
@@ -210,7 +215,13 @@ def stop_on_sigterm() -> None:
         else:
             raise Terminated
 
-    signal.signal(signal.SIGTERM, handler)
+    before = signal.signal(signal.SIGTERM, handler)
+    TERMINATED.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        TERMINATED.clear()
 
 
 def was_terminated(stop: BaseException) -> bool:
@@ -393,20 +404,20 @@ def run(
             "This run's records go beside them, and `sovtp eval score` scores each input's latest record; give another --out to keep the runs apart.",
             soft_wrap=True,
         )
-    stop_on_sigterm()
-    try:
-        with _user_errors():
-            if runner == "ray":
-                from sovtp.runners.ray_runner import run_ray
+    with stop_on_sigterm():
+        try:
+            with _user_errors():
+                if runner == "ray":
+                    from sovtp.runners.ray_runner import run_ray
 
-                summary = run_ray(items, config, out_path, address=address, progress=True)
-            else:
-                summary = api_run(items, out=out_path, config=config, progress=True)
-    except KeyboardInterrupt as stop:
-        err.print(
-            f"\n[yellow]{'Terminated' if was_terminated(stop) else 'Interrupted'}.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
-        )
-        raise typer.Exit(143 if was_terminated(stop) else 130) from None
+                    summary = run_ray(items, config, out_path, address=address, progress=True)
+                else:
+                    summary = api_run(items, out=out_path, config=config, progress=True)
+        except KeyboardInterrupt as stop:
+            err.print(
+                f"\n[yellow]{'Terminated' if was_terminated(stop) else 'Interrupted'}.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
+            )
+            raise typer.Exit(143 if was_terminated(stop) else 130) from None
     err.print(
         f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
         + (f"; {summary.skipped} already done (skipped)" if summary.skipped else "")

@@ -253,23 +253,33 @@ def _digest_of(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
+def _references(path: str, mtime_ns: int, size: int) -> tuple[str | None, ...]:
+    """The templates one file includes, imports or extends (None: a name only known when
+    rendering), per file state: run keys ask once per item, parsing is milliseconds."""
+    from jinja2 import Environment, meta
+    from jinja2.exceptions import TemplateSyntaxError
+
+    try:
+        return tuple(meta.find_referenced_templates(Environment().parse(Path(path).read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, TemplateSyntaxError):
+        return ()  # the run reports a broken template with its own error
+
+
 def _included_files(path: Path) -> list[Path]:
     """Files of the template's folder that ``path`` pulls in, recursively, in name order.
     A reference Jinja cannot name before rendering (``{% include name_var %}``) counts
     every ``.j2`` file of the folder."""
-    from jinja2 import Environment, meta
-    from jinja2.exceptions import TemplateSyntaxError
-
-    env = Environment()
     path, folder = path.resolve(), path.parent.resolve()
     seen: set[Path] = set()
     todo = [path]
     while todo:
         current = todo.pop()
         try:
-            refs = list(meta.find_referenced_templates(env.parse(current.read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, TemplateSyntaxError):
-            continue  # the run reports a broken template with its own error
+            st = current.stat()
+        except OSError:
+            continue
+        refs = _references(str(current), st.st_mtime_ns, st.st_size)
         if any(r is None for r in refs):
             return sorted(f for f in folder.glob("*.j2") if f != path)
         for ref in refs:

@@ -129,7 +129,7 @@ SAMPLINGS = ("uniform", "au-peak")
 FACE_FOCUS_MODES = ("crop", "blur_reverse", "gray_reverse")
 
 
-def check_combination(config: RunConfig, template_name: str, template_source: str, visual: str) -> None:
+def check_combination(config: RunConfig, template: Any, visual: str) -> None:
     """Refuse, before anything is decoded, settings that would fail every item or send
     every item a prompt that contradicts itself: a misspelt --target, --privacy blur-all
     with a mode that shows only the target's face (a uniform square, "the person whose
@@ -154,11 +154,24 @@ def check_combination(config: RunConfig, template_name: str, template_source: st
             f"--privacy blur-all blurs the target's face too, and --visual {visual} shows the model nothing else; "
             "use --privacy blur-others, or another --visual"
         )
-    if config.per_face and "per_face" not in template_source:
+    if config.per_face and not _asks_per_face(template):
         raise UserError(
-            f"--per-face asks for a label per face, and template {template_name!r} never asks for them; "
+            f"--per-face asks for a label per face, and template {template.name!r} never asks for them; "
             "use --template sovtp or text_cues, or a template that uses the per_face variable"
         )
+
+
+def _asks_per_face(template: Any) -> bool:
+    """Whether ``template`` can ask for per-face labels: a staged JSON answer does (its
+    schema and ``answer_format`` carry them), and so does any text, its own or an
+    included file's, that reads ``per_face``."""
+    if template.answer == "stages" or "per_face" in template.source:
+        return True
+    if template.path is None:
+        return False
+    from sovtp.compose import _included_files
+
+    return any("per_face" in f.read_text(encoding="utf-8", errors="replace") for f in _included_files(template.path) if f.is_file())
 
 
 @dataclass(frozen=True)
@@ -251,7 +264,7 @@ class Preparer:
 
         check_template(self.template, labels=self.config.labels)
         check_needs(self.template, {kind for e in self.extractors for kind in e.provides})
-        check_combination(self.config, self.template.name, self.template.source, self.visual)
+        check_combination(self.config, self.template, self.visual)
 
     @property
     def visual(self) -> str:

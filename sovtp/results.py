@@ -55,16 +55,13 @@ def record_key(r: Result) -> tuple[str, str]:
 def load_results(path: Path | str) -> list[Result]:
     """The file's records, the latest per item (run key and path) in file order. A record
     of an input that could not be read at all (no content hash: missing, unreadable) is
-    dropped once a later record names the same path: the file was put right since."""
+    left out when the same path also has a record with a hash: the file was put right
+    (or back) since, and its answer is what counts."""
     latest: dict[tuple[str, str], Result] = {}
-    unreadable: dict[str, list[tuple[str, str]]] = {}  # path -> keys of its hashless records
     for r in iter_results(path):
-        for key in unreadable.pop(r.path, []):
-            latest.pop(key, None)
         latest[record_key(r)] = r
-        if r.content_hash is None:
-            unreadable.setdefault(r.path, []).append(record_key(r))
-    return list(latest.values())
+    hashed = {r.path for r in latest.values() if r.content_hash is not None}
+    return [r for r in latest.values() if r.content_hash is not None or r.path not in hashed]
 
 
 def is_final(result: Result) -> bool:
@@ -125,6 +122,16 @@ class ResultsWriter:
             if self._run_lock is not None:
                 os.close(self._run_lock)
             raise UserError(f"cannot write the results file {self.path} ({exc.strerror or exc}); give another --out") from None
+        try:
+            self._read_existing()
+        except BaseException:  # Ctrl-C while a large file is read: the lock must not outlive this
+            if self._run_lock is not None:
+                os.close(self._run_lock)
+                self._run_lock = None
+            raise
+        self._moved: dict[str, list[str]] = {}  # run key -> the paths its moved record now has
+
+    def _read_existing(self) -> None:
         self._lock = threading.Lock()
         self._repair_torn_tail()
         self.finished: dict[tuple[str, str], Result] = {}  # record_key -> final record
@@ -147,7 +154,6 @@ class ResultsWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
         self.written = 0
         self._superseded = repeated  # a record replaced an earlier one: rewrite on close
-        self._moved: dict[str, list[str]] = {}  # run key -> the paths its moved record now has
 
     def _repair_torn_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -189,6 +195,8 @@ class ResultsWriter:
         an ablation's table find it where the input now is (not under a path that no
         longer exists, which no dataset lists any more)."""
         with self._lock:
+            if path in self._unreadable:
+                self._superseded = True  # was missing once, is back: its error record goes
             if (run_key, path) not in self.finished and path not in self._moved.setdefault(run_key, []):
                 self._moved[run_key].append(path)
 
@@ -221,31 +229,37 @@ class ResultsWriter:
 
 
 def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
-    """Rewrite ``path`` with one record per item (the latest), atomically. ``moved``: run
-    key -> the paths its input now has; the records of that key whose path no longer
-    exists, or names one of those files another way, are replaced by one record per new
-    path (the old record of the same file name where there is one: copies of a file
-    moved together keep their own records)."""
+    """Rewrite ``path`` with one record per item (the latest), atomically.
+
+    ``moved``: run key -> the paths of this run's inputs that were skipped as already
+    answered under another path. Each such path gets a copy of that answer (a final
+    record, preferably the one of the same file under another name, else one at a path
+    that no longer exists, the same file name first: copies moved together keep their
+    own records). Records at paths that no longer exist are dropped when their answer
+    now stands under an existing path (a renamed or moved file), and so are non-final
+    ones (an error) there whose key has an answer at an existing path."""
     moved = moved or {}
-    now = {key: {_real(p) for p in paths} for key, paths in moved.items()}
-
-    def stale(r: Result) -> bool:  # a record of a moved input under its old name
-        return r.run_key in moved and (not os.path.lexists(r.path) or _real(r.path) in now[r.run_key])
-
     records = load_results(path)
-    gone: dict[str, list[Result]] = {}  # moved run key -> its records under old names
-    for r in records:
-        if stale(r):
-            gone.setdefault(r.run_key or "", []).append(r)
-    kept: list[Result] = []
-    for r in records:
-        if r.run_key in gone and stale(r):
-            old = gone.pop(r.run_key or "", [])  # where the first of them stood; the others go
-            by_name = {Path(o.path).name: o for o in old}
-            kept += [by_name.get(Path(p).name, old[0]).model_copy(update={"path": p}) for p in moved[r.run_key or ""]]
-        elif not stale(r):
-            kept.append(r)
-    records = kept
+
+    def gone(r: Result) -> bool:
+        return not os.path.lexists(r.path)
+
+    kept = [r for r in records if not (gone(r) and r.run_key in moved)]
+    for key, paths in moved.items():
+        pool = [r for r in records if r.run_key == key]
+        finals = [r for r in pool if is_final(r)] or pool
+        for p in paths:
+            real, name = _real(p), Path(p).name
+            source = (
+                next((r for r in finals if not gone(r) and _real(r.path) == real), None)  # the same file, named another way
+                or next((r for r in finals if gone(r) and Path(r.path).name == name), None)
+                or next((r for r in finals if gone(r)), None)
+                or finals[0]
+            )
+            kept = [r for r in kept if record_key(r) != (key, p)]  # e.g. this copy's own retryable error
+            kept.append(source.model_copy(update={"path": p}))
+    answered = {r.run_key for r in kept if is_final(r) and not gone(r)}
+    records = [r for r in kept if not (gone(r) and not is_final(r) and r.run_key in answered)]
     fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for r in records:

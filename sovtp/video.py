@@ -44,9 +44,10 @@ MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 # duration one sequential pass is cheaper.
 SEEK_ABOVE_SECONDS = 30.0
 # Part of every cue-cache key: bump it when the frames read_clip returns for the same file
-# and settings change (2: frames named by the packet index, display rotation applied), so
-# cached cues never describe other frames than the ones they are drawn on.
-DECODER_VERSION = 2
+# and settings change (2: frames named by the packet index, display rotation applied; 3:
+# deep greyscale images scaled to 8 bits, frame times from the stream's start), so cached
+# cues never describe other frames than the ones they are drawn on.
+DECODER_VERSION = 3
 # A 8000x8000 photo is 192 MB as RGB; cap the decoded side so one input can't exhaust memory.
 DEFAULT_MAX_SIDE = 1280
 
@@ -263,10 +264,13 @@ def _eight_bit(im):
         return im
     a = np.asarray(im, dtype=np.float64)
     top = float(a.max()) if a.size else 0.0
-    if im.mode.startswith("I;16") or top > 255:
-        a = a / 257.0  # 0..65535 -> 0..255
-    elif im.mode == "F" and top <= 1.0:
+    if im.mode == "F" and top <= 1.0:
         a = a * 255.0  # a float image in 0..1
+    elif im.mode.startswith("I;16") or top > 255:
+        # the sensor's bit depth, from the largest value: 10- and 12-bit data stored in
+        # 16-bit files (scientific and thermal cameras) would otherwise come out near black
+        full = next((2.0**bits - 1 for bits in (10, 12, 14, 16) if top <= 2.0**bits - 1), top)
+        a = a * (255.0 / full)
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 

@@ -228,3 +228,19 @@ def test_a_mistyped_input_or_an_out_folder_is_one_sentence(media, tmp_path):
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1 and "is a folder; give a results file, e.g. " in " ".join(res.output.split()), res.output
+
+
+def test_per_face_is_accepted_by_templates_that_ask_through_their_schema_or_an_include(tmp_path):
+    """A staged template asks for per-face labels through its JSON schema and
+    answer_format, without the word per_face; another asks in an included file."""
+    from sovtp.pipeline import Preparer, RunConfig
+
+    (tmp_path / "staged.j2").write_text(
+        "{#---\nanswer: stages\nstages: [why]\n---#}\nWhich emotion? Answer as {{ answer_format }}\n", encoding="utf-8"
+    )
+    (tmp_path / "ask.j2").write_text("{% if per_face %}Label every face too.{% endif %}", encoding="utf-8")
+    (tmp_path / "outer.j2").write_text(
+        'Which emotion does {{ target_ref }} show? {% include "ask.j2" %} {{ labels_text }}', encoding="utf-8"
+    )
+    for name in ("staged.j2", "outer.j2"):
+        Preparer(RunConfig(template=str(tmp_path / name), per_face=True, cache_dir=None)).check()

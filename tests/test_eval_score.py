@@ -250,6 +250,9 @@ def test_a_bad_row_is_named_by_its_line_in_the_file(tmp_path):
     res = runner.invoke(app, ["eval", "score", str(f), "--gt", "gt", "--pred", "p"])
     assert res.exit_code == 1 and "p.jsonl, row 3: ground-truth label 'pain'" in res.output
     c = tmp_path / "p.csv"
-    c.write_text('gt,p,note\nhappy,happy,"two\nlines"\n\npain,sad,x\n')
+    c.write_text('gt,p,note\nhappy,happy,"two\nlines"\n\npain,sad,x\npain,sad,"and\nmore"\n')
     res = runner.invoke(app, ["eval", "score", str(c), "--gt", "gt", "--pred", "p"])
     assert res.exit_code == 1 and "p.csv, row 5: ground-truth label 'pain'" in res.output
+    c.write_text('gt,p,note\nhappy,happy,x\npain,sad,"a row over\ntwo lines"\n')
+    res = runner.invoke(app, ["eval", "score", str(c), "--gt", "gt", "--pred", "p"])
+    assert res.exit_code == 1 and "p.csv, row 3: ground-truth label 'pain'" in res.output  # where the row starts

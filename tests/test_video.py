@@ -36,16 +36,21 @@ def test_image_is_a_one_frame_clip(media: Path):
     assert clip.frames[0].image.shape == (667, 1000, 3)
 
 
-@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "12-bit"])
 def test_a_deep_greyscale_photo_reads_like_its_8_bit_version(media: Path, tmp_path: Path, mode: str):
     """16-bit greyscale PNGs (lab and thermal exports) were clipped at 255 and came out
     almost white, with no face found and no error."""
     from PIL import Image
 
     grey = np.asarray(Image.open(media / "single_face.jpg").convert("L"))
-    deep = {"I;16": grey.astype(np.uint16) * 257, "I": grey.astype(np.int32) * 257, "F": grey.astype(np.float32) / 255}[mode]
-    path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tiff")
-    Image.fromarray(deep, mode if mode != "I;16" else None).save(path)
+    deep = {
+        "I;16": grey.astype(np.uint16) * 257,
+        "I": grey.astype(np.int32) * 257,
+        "F": grey.astype(np.float32) / 255,
+        "12-bit": (grey.astype(np.float64) * 4095 / 255).round().astype(np.uint16),  # a 12-bit sensor in a 16-bit file
+    }[mode]
+    path = tmp_path / ("deep.png" if mode in ("I;16", "12-bit") else "deep.tiff")
+    Image.fromarray(deep, mode if mode in ("I", "F") else None).save(path)
     assert Image.open(path).mode.startswith("I" if mode != "F" else "F")
     frame = read_clip(path).frames[0].image
     assert np.abs(frame[..., 0].astype(int) - grey.astype(int)).max() <= 1

@@ -71,6 +71,20 @@ def start_ray(
     ray = require_ray()
     if ray.is_initialized():
         return False
+    import signal
+    import threading
+
+    # ray.init installs its own SIGTERM handler (sys.exit); sovtp's stops a run the way
+    # Ctrl-C does (records whole, "Terminated.", how to resume), so it is put back
+    on_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _init_ray(ray, address, num_cpus, object_store_memory, quiet)
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _init_ray(ray: Any, address: str | None, num_cpus: int | None, object_store_memory: int, quiet: bool) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a lab's cluster
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": logging.WARNING, "configure_logging": True}
@@ -329,8 +343,12 @@ def run_ray(
         if not config.model and served:
             config = replace(config, model=served)  # keys and records name the served model, as the local runner's do
             preparer = Preparer(config)
-    own_ray = start_ray(address, num_cpus=config.workers)
-    writer = ResultsWriter(out)
+    writer = ResultsWriter(out)  # before Ray starts: a results file in use stops here, with no Ray left behind
+    try:
+        own_ray = start_ray(address, num_cpus=config.workers)
+    except BaseException:
+        writer.close()
+        raise
     summary = RunSummary(out=out, total=len(items))
     bar, tick = _progress(progress, len(items))
     failed = True  # until the rows are all in: the bar then keeps its last state
