@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,9 @@ def answer_schema(
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-def parse_answer(answer: Answer, labels: LabelSet, target_id: int | None = None) -> ParsedAnswer:
-    """Parse one answer. Never raises: every outcome is ok, invalid (raw kept) or error."""
+def parse_answer(answer: Answer, labels: LabelSet, target_id: int | None = None, face_ids: Collection[int] | None = None) -> ParsedAnswer:
+    """Parse one answer. Never raises: every outcome is ok, invalid (raw kept) or error.
+    ``face_ids``: the clip's faces; per-face labels for other IDs are set aside."""
     raw = answer.text or ""
     if answer.error:
         return ParsedAnswer(status="error", raw=raw, error=answer.error)
@@ -91,9 +93,9 @@ def parse_answer(answer: Answer, labels: LabelSet, target_id: int | None = None)
         obj = extract_json(raw)
 
     if answer.label_scores:
-        return _from_scores(answer.label_scores, labels, obj, raw)
+        return _from_scores(answer.label_scores, labels, obj, raw, face_ids)
     if obj is not None:
-        return _from_json(obj, labels, target_id, raw)
+        return _from_json(obj, labels, target_id, raw, face_ids)
     if answer.mode == "json":
         return ParsedAnswer(status="invalid", raw=raw, error="the answer was not the requested JSON object")
     label = parse_free_text(raw, labels)
@@ -112,38 +114,50 @@ def parse_free_text(text: str, labels: LabelSet) -> str | None:
 
 
 def extract_json(text: str) -> dict[str, Any] | None:
-    """The first JSON object in ``text`` (bare, or inside a ```json fence), else None."""
+    """The first JSON object in ``text`` (bare, or inside a ```json fence), else None.
+
+    One pass pairs every brace (outside strings); then the blocks are tried in order,
+    never inside a balanced block that was tried (an inner object such as "faces" must
+    not pass for the answer), and inside an unclosed one. Linear in the text: a model
+    that rambles 80k characters of unclosed braces took 13 s here, on the event loop."""
     if not text:
         return None
-    start = text.find("{")
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        end = start
-        for i in range(start, len(text)):
-            c = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == '"':
-                    in_str = False
+    first = text.find("{")
+    if first == -1:
+        return None
+    closes: dict[int, int] = {}
+    opens: list[int] = []
+    stack: list[int] = []
+    in_str = esc = False
+    for i in range(first, len(text)):
+        c = text[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
             elif c == '"':
-                in_str = True
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    end = i
-                    try:  # strict=False: small models emit raw control characters in strings
-                        value = json.loads(text[start : i + 1], strict=False)
-                    except ValueError:
-                        break
-                    return value if isinstance(value, dict) else None
-        # Not JSON: look after this balanced block, never inside it (an inner object
-        # such as "faces" must not pass for the answer).
-        start = text.find("{", max(end, start) + 1)
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c == "{":
+            stack.append(i)
+            opens.append(i)
+        elif c == "}" and stack:
+            closes[stack.pop()] = i
+    skip_to = -1
+    for o in opens:
+        if o <= skip_to or o not in closes:
+            continue  # inside a block already tried, or unclosed (its inner blocks are next)
+        end = closes[o]
+        try:  # strict=False: small models emit raw control characters in strings
+            value = json.loads(text[o : end + 1], strict=False)
+        except ValueError:
+            skip_to = end
+            continue
+        if isinstance(value, dict):
+            return value
+        skip_to = end
     return None
 
 
@@ -160,36 +174,60 @@ def _one_word_label(value: str, labels: LabelSet) -> str | None:
     return normalize_label(words[0], labels)
 
 
-def _from_scores(scores: dict[str, float], labels: LabelSet, obj: dict[str, Any] | None, raw: str) -> ParsedAnswer:
+def _from_scores(
+    scores: dict[str, float], labels: LabelSet, obj: dict[str, Any] | None, raw: str, face_ids: Collection[int] | None = None
+) -> ParsedAnswer:
     in_set = {k: float(v) for k, v in scores.items() if k in labels}
     if not in_set:
         return ParsedAnswer(status="invalid", raw=raw, label_scores=dict(scores), error="the ranked labels are not in the label set")
     label = max(in_set, key=in_set.__getitem__)
     reasoning = _reasoning(obj) if obj else {}
-    return ParsedAnswer(status="ok", label=label, reasoning=reasoning, label_scores=in_set, raw=raw)
+    # the reasoning's per-face labels (--per-face on a ranking backend); the record's label
+    # stays the ranked one
+    face_labels = _face_labels(obj, labels, face_ids, reasoning) if obj else {}
+    return ParsedAnswer(status="ok", label=label, face_labels=face_labels, reasoning=reasoning, label_scores=in_set, raw=raw)
 
 
 def _reasoning(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in _LABEL_KEYS and k not in _FACES_KEYS}
+    return {k: v for k, v in obj.items() if str(k).lower() not in _LABEL_KEYS and str(k).lower() not in _FACES_KEYS}
 
 
-def _from_json(obj: dict[str, Any], labels: LabelSet, target_id: int | None, raw: str) -> ParsedAnswer:
-    reasoning = _reasoning(obj)
+def _field(obj: dict[str, Any], names: tuple[str, ...], want: type | None = None) -> Any:
+    """The first of ``names`` (in that order of preference) the object has, whatever its
+    case ("Label", "LABEL"), skipping nulls (and values not of type ``want``)."""
+    for name in names:
+        for k, v in obj.items():
+            if str(k).lower() == name and v is not None and (want is None or isinstance(v, want)):
+                return v
+    return None
+
+
+def _face_labels(obj: dict[str, Any], labels: LabelSet, face_ids: Collection[int] | None, reasoning: dict[str, Any]) -> dict[str, str]:
+    """Per-face labels by face ID ("face 2" -> "2"); labels outside the set, IDs the clip
+    does not have and a second label for one ID go to ``reasoning["invalid_face_labels"]``."""
     face_labels: dict[str, str] = {}
     bad_faces: dict[str, Any] = {}
-    faces = next((obj[k] for k in _FACES_KEYS if isinstance(obj.get(k), dict)), None)
-    if faces:
-        for fid, value in faces.items():
-            key = re.sub(r"\D", "", str(fid)) or str(fid)  # "face 2" -> "2"
-            norm = normalize_label(str(value), labels) if isinstance(value, str) else None
-            if norm is None:
-                bad_faces[key] = value
-            else:
-                face_labels[key] = norm
+    faces = _field(obj, _FACES_KEYS, dict)
+    known = {str(i) for i in face_ids} if face_ids is not None else None
+    for fid, value in (faces or {}).items():
+        key = re.sub(r"\D", "", str(fid)) or str(fid)  # "face 2" -> "2"
+        norm = normalize_label(str(value), labels) if isinstance(value, str) else None
+        if norm is None or (known is not None and key not in known) or key in face_labels:
+            bad_faces[str(fid)] = value
+        else:
+            face_labels[key] = norm
     if bad_faces:
         reasoning["invalid_face_labels"] = bad_faces
+    return face_labels
 
-    value = next((obj[k] for k in _LABEL_KEYS if k in obj), None)
+
+def _from_json(
+    obj: dict[str, Any], labels: LabelSet, target_id: int | None, raw: str, face_ids: Collection[int] | None = None
+) -> ParsedAnswer:
+    reasoning = _reasoning(obj)
+    face_labels = _face_labels(obj, labels, face_ids, reasoning)
+
+    value = _field(obj, _LABEL_KEYS)
     if target_id is not None and str(target_id) in face_labels:
         label: str | None = face_labels[str(target_id)]  # the target's per-face label is the record's label
     elif isinstance(value, str):

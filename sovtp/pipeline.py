@@ -456,7 +456,7 @@ def result_for(p: Prepared, answer: Answer | None, config: RunConfig) -> Result:
         r.meta["error_kind"] = "backend"
         return r
     t0 = time.perf_counter()
-    parsed = parse_answer(answer, config.labels, p.cues.target_id if p.cues else None)
+    parsed = parse_answer(answer, config.labels, p.cues.target_id if p.cues else None, [f.id for f in p.cues.faces] if p.cues else None)
     r.timings["parse"] = round(time.perf_counter() - t0, 6)
     r.status = parsed.status
     r.label = parsed.label

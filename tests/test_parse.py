@@ -103,3 +103,40 @@ def test_extract_json_robust():
     assert extract_json('noise {"a": "}"} tail') == {"a": "}"}
     assert extract_json('{"x": {"label": "sad"}, broken}') is None  # never the inner object
     assert extract_json("no json") is None
+
+
+def test_json_label_keys_in_any_case_and_a_null_label_field_skipped():
+    from sovtp.labels import DFEW
+    from sovtp.parse import parse_answer
+    from sovtp.types import Answer
+
+    for text, label in [('{"Label": "happy"}', "happy"), ('{"LABEL": "Sad"}', "sad"), ('{"label": null, "emotion": "fear"}', "fear")]:
+        parsed = parse_answer(Answer(text=text, mode="json"), DFEW)
+        assert (parsed.status, parsed.label) == ("ok", label), (text, parsed)
+
+
+def test_per_face_labels_of_a_ranked_answer_and_ids_the_clip_lacks():
+    """On the transformers backend --per-face answers are ranked: the reasoning's faces
+    were dropped (face_labels always {}). IDs the clip does not have, and a second label
+    for one face, are set aside instead of kept."""
+    from sovtp.labels import DFEW
+    from sovtp.parse import parse_answer
+    from sovtp.types import Answer
+
+    text = '{"why": "...", "faces": {"1": "happy", "face 2": "sad", "7": "fear", "2": "angry"}, "label": "happy"}'
+    ranked = Answer(text=text, mode="rank", label_scores={"happy": 0.7, "sad": 0.3})
+    parsed = parse_answer(ranked, DFEW, target_id=1, face_ids=[1, 2])
+    assert parsed.label == "happy" and parsed.face_labels == {"1": "happy", "2": "sad"}
+    assert parsed.reasoning["invalid_face_labels"] == {"7": "fear", "2": "angry"}
+    assert parse_answer(Answer(text=text, mode="json"), DFEW, target_id=1, face_ids=[1, 2]).face_labels == {"1": "happy", "2": "sad"}
+
+
+def test_json_blocks_are_found_in_one_pass_and_never_inside_a_tried_block():
+    """extract_json pairs the braces in one pass (80k characters of unclosed braces took
+    13 s before, on the event loop; now milliseconds)."""
+    from sovtp.parse import extract_json
+
+    assert extract_json('{"stage": ' * 8000) is None
+    assert extract_json('{"a": {"label": "happy"}') == {"label": "happy"}  # inside an unclosed block
+    assert extract_json('{"x": 1, "faces": {"1": "sad"}} tail') == {"x": 1, "faces": {"1": "sad"}}
+    assert extract_json('{not json, "faces": {"1": "sad"}} {"label": "fear"}') == {"label": "fear"}  # not the inner "faces"
