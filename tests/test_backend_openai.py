@@ -189,3 +189,42 @@ async def _free(tiny_vlm):
         [a] = await b.answer([prompt(0, schema=False)], "free", Sampling(max_tokens=5))
         await b.aclose()
         return a
+
+
+class _Gateway(FaultServer):
+    """A proxy that answers 200 with an error object first (OpenRouter-style), then a real
+    completion; or, with ``refuse``, a structured-output refusal (content null)."""
+
+    refuse = False
+
+    def _post(self, h):
+        self.read_body(h)
+        with self.lock:
+            self.requests.append({})
+            n = len(self.requests)
+        if self.refuse:
+            body = self.completion("m", "")
+            body["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": "I'm sorry, I can't help with that."}
+            self.send_json(h, 200, body)
+        elif n == 1:
+            self.send_json(h, 200, {"error": {"message": "Upstream provider overloaded", "code": 502}})
+        else:
+            self.send_json(h, 200, self.completion("m", '{"observation": "x", "faces": {"1": "sad"}, "label": "sad"}'))
+
+
+def test_a_200_that_carries_an_error_is_retried_and_never_cached(tmp_path):
+    """Before, it became an empty "invalid" answer, written to the response cache: a
+    rerun never asked again."""
+    with _Gateway() as server:
+        cache = JsonCache(tmp_path, "responses")
+        [a] = asyncio.run(run(CachedBackend(backend(server), cache), [prompt()]))
+        assert a.error is None and a.retries == 1 and parse_answer(a, DFEW).label == "sad"
+        assert server.count == 2
+
+
+def test_a_refusal_is_kept_as_the_raw_answer():
+    with _Gateway() as server:
+        server.refuse = True
+        [a] = asyncio.run(run(backend(server), [prompt()]))
+    parsed = parse_answer(a, DFEW)
+    assert parsed.status == "invalid" and parsed.raw == "[refused] I'm sorry, I can't help with that."

@@ -58,6 +58,23 @@ def retry_after_seconds(headers: Any) -> float | None:
             return None
 
 
+def _empty_reply(resp: Any) -> str | None:
+    """Why a 200 reply holds no answer (an ``error`` object, no choices, a choice that
+    ended in error), or None for a real answer. Such a reply used to become an empty
+    "invalid" answer and be cached for good."""
+    error = getattr(resp, "error", None)
+    if error is None and isinstance(getattr(resp, "model_extra", None), dict):
+        error = resp.model_extra.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return f"HTTP 200 with an error ({' '.join(str(message).split())[:120]})"
+    if not getattr(resp, "choices", None):
+        return "HTTP 200 with no choices"
+    if getattr(resp.choices[0], "finish_reason", None) == "error":
+        return "HTTP 200 with a choice that ended in error"
+    return None
+
+
 # Images are sent at most this large (longer side) unless --image-max-side says otherwise;
 # the pipeline draws the marks at this size too, so ID digits keep the size they are drawn at.
 DEFAULT_IMAGE_MAX_SIDE = 1024
@@ -255,7 +272,10 @@ class OpenAIBackend:
                 delay: float | None = None
                 try:
                     resp = await client.chat.completions.create(**kw, timeout=self.timeout)
-                    return self._to_answer(resp, mode, retries, time.perf_counter() - t0)
+                    empty = _empty_reply(resp)
+                    if empty is None:
+                        return self._to_answer(resp, mode, retries, time.perf_counter() - t0)
+                    why = empty  # a 200 that carries an error or no choice: retried, never an answer (nor cached)
                 except openai.APIStatusError as exc:
                     status = exc.status_code
                     why = f"HTTP {status}"
@@ -288,6 +308,9 @@ class OpenAIBackend:
 
         choice = resp.choices[0] if resp.choices else None
         text = (choice.message.content or "") if choice is not None else ""
+        refusal = getattr(choice.message, "refusal", None) if choice is not None else None
+        if not text and refusal:  # kept as the raw answer, marked: an invalid record shows why
+            text = f"[refused] {refusal}"
         usage = Usage()
         if getattr(resp, "usage", None) is not None:
             usage = Usage(prompt_tokens=resp.usage.prompt_tokens, completion_tokens=resp.usage.completion_tokens)
