@@ -33,6 +33,9 @@ from sovtp.types import Answer, DecodingMode, Prompt
 
 # How OpenAIBackend words a request that failed after its retries, by cause.
 _EXHAUSTED = re.compile(r"^request failed after \d+ retries \(last: (?P<why>.*)\)$")
+# A refusal that says more about the endpoint than the request: a key this server does
+# not take, a model it does not serve. Another endpoint may well answer.
+_WRONG_ENDPOINT = re.compile(r"^the server refused the request \(HTTP (401|403|404)\b")
 _BUSY = re.compile(r"HTTP (408|409|425|429)\b")
 
 
@@ -42,6 +45,8 @@ def failure_kind(answer: Answer) -> str | None:
     endpoint would answer the same way)."""
     if answer.error is None:
         return None
+    if _WRONG_ENDPOINT.match(answer.error):
+        return "down"
     m = _EXHAUSTED.match(answer.error)
     if m is None:
         return None
@@ -90,6 +95,7 @@ class EndpointPool:
             Endpoint(b, max(1, int(getattr(b, "concurrency", concurrency))), url=redact_url(str(getattr(b, "base_url", "") or "")))
             for b in backends
         ]
+        self.requested_model = next((str(b.model) for b in backends if getattr(b, "model", "")), "")  # --model, before check()
         self.max_attempts = max_attempts if max_attempts is not None else max(6, 2 * len(self.endpoints))
         self.cooldown_s = cooldown_s
         self.cooldown_max_s = cooldown_max_s
@@ -110,6 +116,8 @@ class EndpointPool:
         backends = [
             OpenAIBackend(model=model, base_url=u, concurrency=concurrency, max_retries=min(1, max_retries), **options) for u in urls
         ]
+        for b in backends:
+            b.in_pool = True
         return cls(backends, concurrency=concurrency, max_attempts=max(max_retries + 1, 2 * len(backends)))
 
     # ------------------------------------------------------------------ what the runner reads
@@ -159,18 +167,37 @@ class EndpointPool:
     async def check(self) -> None:
         """Every endpoint is checked; the dead ones start marked down (with a warning)
         and the run goes on while at least one answers."""
-        results = await asyncio.gather(*(self._check_one(e) for e in self.endpoints), return_exceptions=True)
+        results = list(await asyncio.gather(*(self._check_one(e) for e in self.endpoints), return_exceptions=True))
         alive = [e for e, r in zip(self.endpoints, results, strict=True) if r is None]
         if not alive:
             reasons = "; ".join(f"{e.url}: {r}" for e, r in zip(self.endpoints, results, strict=True))
             raise UserError(f"None of the {len(self.endpoints)} --base-url endpoints answered ({reasons}); start a server or fix the URLs.")
+        listed = [list(getattr(e.backend, "listed", []) or []) for e in alive]
+        if not self.requested_model and all(listed):
+            # no --model: the first model every endpoint lists (the order of the lists is theirs)
+            common = [m for m in listed[0] if all(m in ids for ids in listed[1:])]
+            if not common:
+                raise UserError(
+                    f"The endpoints serve different models ({'; '.join(', '.join(ids[:3]) for ids in listed)}); pass --model to pick one they all serve."
+                )
+            for e in alive:
+                e.backend.model = common[0]
         models = {e.backend.model for e in alive}
         if len(models) > 1:
             raise UserError(f"The endpoints serve different models ({', '.join(sorted(models))}); pass --model to pick one they all serve.")
         model = models.pop()
+        serving = [e for e, ids in zip(alive, listed, strict=True) if not ids or model in ids]
+        if not serving:
+            raise UserError(f"None of the --base-url endpoints serves the model {model!r}; fix --model.")
+        for i, e in enumerate(self.endpoints):  # an endpoint that lists the model's absence is left out, as a dead one is
+            if e in alive and e not in serving:
+                results[i] = UserError(f"it serves {', '.join(getattr(e.backend, 'listed', [])[:3])}, not {model!r}")
+        kinds = {getattr(e.backend, "server", "auto") for e in serving} - {"auto"}
         for e in self.endpoints:
             if not e.backend.model:
                 e.backend.model = model  # a dead endpoint answers for the same model once it is back
+            if len(kinds) == 1 and getattr(e.backend, "server", None) == "auto":
+                e.backend.server = next(iter(kinds))  # one stack behind one model: a dead vLLM must not turn choice off
         now = time.monotonic()
         for e, r in zip(self.endpoints, results, strict=True):
             if r is not None:

@@ -121,6 +121,8 @@ class OpenAIBackend:
         self.check_timeout = check_timeout
         # "vllm" servers take structured_outputs (json / choice); others response_format.
         self.server = server if server != "auto" else ("openai" if self.base_url is None else "auto")
+        self.listed: list[str] = []  # the model ids /v1/models named at check()
+        self.in_pool = False  # one of several --base-url endpoints: the pool decides about the model
         self.preferred_batch_size = self.concurrency
         self._client = None
         self._sem: asyncio.Semaphore | None = None
@@ -209,6 +211,13 @@ class OpenAIBackend:
             raise UserError(f"Cannot use the base URL {where} ({type(exc).__name__}); fix --base-url / OPENAI_BASE_URL.") from None
         if self.server == "auto":
             self.server = "vllm" if any(getattr(m, "owned_by", "") == "vllm" for m in data) else "openai"
+        self.listed = [str(m.id) for m in data]
+        if self.model and self.listed and self.model not in self.listed and self.server == "vllm" and not self.in_pool:
+            # vLLM serves exactly what it lists; every request for another name is a 404
+            # (hosted APIs list base models, not deployments or aliases: no check there)
+            raise UserError(
+                f"The server at {where} does not serve the model {self.model!r} (it serves {', '.join(self.listed[:5])}); fix --model."
+            )
         if not self.model:
             if not data:
                 raise UserError(f"No --model given and the server at {where} lists no models; pass --model.")

@@ -168,7 +168,7 @@ class FaultServer(_Base):
     ``plan``: actions for the first requests in order, then ``default`` for the rest.
     Actions: ``"ok"``, ``"429"`` (with ``Retry-After: retry_after``), ``"500"``, ``"503"``,
     ``"stall"`` (sleep ``stall_s`` then answer), ``"reset"`` (drop the TCP connection
-    with an RST), ``"400"``. ``failure_fraction`` turns a random share (seeded) of
+    with an RST), ``"400"``, ``"401"``, ``"403"``, ``"404"``. ``failure_fraction`` turns a random share (seeded) of
     ``"ok"`` answers into ``failure_action``. ``delay_s`` delays every answer.
 
     ``requests``: one dict per chat request (``path``, ``headers``, ``body``, ``t``,
@@ -232,7 +232,7 @@ class FaultServer(_Base):
             time.sleep(self.delay_s)
         if action == "429":
             self.send_json(h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": str(self.retry_after)})
-        elif action in ("500", "502", "503", "400"):
+        elif action in ("500", "502", "503", "400", "401", "403", "404"):
             self.send_json(h, int(action), {"error": {"message": f"injected {action}"}})
         elif action == "reset":
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
