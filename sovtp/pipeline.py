@@ -125,6 +125,7 @@ class RunConfig:
 
 
 SAMPLINGS = ("uniform", "au-peak")
+STRUCTURED_MODES = ("auto", "json", "choice", "rank", "off")
 # Visual modes whose whole point is the target's face: blurring every face leaves them nothing.
 FACE_FOCUS_MODES = ("crop", "blur_reverse", "gray_reverse")
 
@@ -143,6 +144,7 @@ def check_combination(config: RunConfig, template: Any, visual: str) -> None:
         ("--layout", config.layout, (None, *LAYOUTS)),
         ("--privacy", config.privacy, PRIVACY_MODES),
         ("--sampling", config.sampling, SAMPLINGS),
+        ("--structured", config.structured, STRUCTURED_MODES),  # before: only after the server check or the model load
     ):
         if value not in allowed:  # before: every item decoded, then failed (or au_peak sampled uniformly)
             raise UserError(f"{option} {value!r} is not one of {', '.join(a for a in allowed if a)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,21 @@ def test_missing_model_is_one_sentence(tmp_path):
     with pytest.raises(UserError) as err:
         asyncio.run(b.check())
     assert "nope" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"dtype": "fp16"}, "--dtype 'fp16' is not a torch floating-point type"),  # was AttributeError: module 'torch' has no attribute
+        ({"dtype": "int8"}, "--dtype 'int8' is not a torch floating-point type"),
+        ({"device": "cdua"}, "--device 'cdua' is not usable here"),
+    ],
+)
+def test_a_bad_dtype_or_device_is_one_sentence(tiny_vlm, options, says):
+    from sovtp.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(says)):
+        asyncio.run(make_backend("transformers", str(tiny_vlm), **options).check())
 
 
 def test_prefix_cached_scores_equal_full_sequences_with_images(backend, media):

@@ -244,3 +244,13 @@ def test_per_face_is_accepted_by_templates_that_ask_through_their_schema_or_an_i
     )
     for name in ("staged.j2", "outer.j2"):
         Preparer(RunConfig(template=str(tmp_path / name), per_face=True, cache_dir=None)).check()
+
+
+def test_a_mistyped_structured_mode_is_refused_before_the_server_or_model():
+    """Before, --structured jsn was reported after the server check (or, on transformers
+    and vLLM, after loading the model), or as "Cannot reach the server"."""
+    from sovtp.errors import UserError
+    from sovtp.pipeline import Preparer, RunConfig
+
+    with pytest.raises(UserError, match=r"--structured 'jsn' is not one of auto, json, choice, rank, off"):
+        Preparer(RunConfig(structured="jsn", cache_dir=None)).check()

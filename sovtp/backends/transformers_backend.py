@@ -100,10 +100,20 @@ class TransformersBackend:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             device = self.device_request or ("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                torch.empty(0, device=device)  # "cuda" on a CPU build, "cdua", "cuda:3" of two GPUs
+            except (RuntimeError, AssertionError) as exc:
+                raise UserError(
+                    f"--device {device!r} is not usable here ({' '.join(str(exc).split())[:120]}); use cpu, cuda or cuda:N"
+                ) from None
             if self.dtype_request == "auto":
                 dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
             else:
-                dtype = getattr(torch, self.dtype_request)
+                dtype = getattr(torch, str(self.dtype_request), None)
+                if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                    raise UserError(
+                        f"--dtype {self.dtype_request!r} is not a torch floating-point type; use auto, float32, float16 or bfloat16"
+                    )
             try:
                 proc = AutoProcessor.from_pretrained(self.model)
                 model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype)
