@@ -476,6 +476,8 @@ async def answer_prompts(backend, prompts: list[Prompt], mode, sampling, backend
     the batch or pairing answers with the wrong items. Both runners answer through here."""
     try:
         answers = await backend.answer(prompts, mode, sampling)
+    except UserError:
+        raise  # the model cannot load, the engine cannot start: every batch would fail alike, so the run stops in one sentence
     except Exception as exc:
         scrub = getattr(backend, "scrub", scrub_urls)  # the API key, and credentials in any quoted URL
         return [Answer(mode=mode, error=scrub(f"backend {backend_name} failed: {type(exc).__name__}: {exc}")) for _ in prompts]
@@ -493,6 +495,10 @@ def _make_backend(config: RunConfig):
     options.setdefault("concurrency", config.concurrency)
     if config.image_max_side:
         options.setdefault("image_max_side", config.image_max_side)
+    if config.backend == "vllm":
+        # a prompt holds at most one image per sampled frame: the engine's image limit is
+        # set from that, not from whichever prompts happen to come first
+        options.setdefault("max_images", config.num_frames)
     urls = options.get("base_url")
     if isinstance(urls, (list, tuple)):  # --base-url given more than once: spread and fail over
         options.pop("base_url")

@@ -147,7 +147,8 @@ class VLLMBridgeBackend:
             self._start()
             reply = self._call({"op": "answer", "mode": mode, "sampling": asdict(sampling), "prompts": [encode_prompt(p) for p in prompts]})
         if "error" in reply:
-            raise UserError(reply["error"])
+            # a run-level problem ends the run in one sentence; one bad batch fails only its items
+            raise (UserError if reply.get("fatal") else RuntimeError)(reply["error"])
         return [decode_answer(a) for a in reply["answers"]]
 
     async def aclose(self) -> None:

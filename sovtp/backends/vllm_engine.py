@@ -71,9 +71,11 @@ class VLLMBackend:
         self._limit = 0
 
     def cache_identity(self) -> dict[str, Any]:
+        from sovtp.backends.base import checkpoint_identity
+
         return {
             "backend": self.name,
-            "model": self.model,
+            "model": checkpoint_identity(self.model) or self.model,  # a local folder: its files, as the bridge and transformers
             "max_pixels": self.max_pixels,
             "image_max_side": self.image_max_side,
             "dtype": self.dtype,
@@ -110,6 +112,9 @@ class VLLMBackend:
             return self._llm
         vllm = import_vllm()
         limit = max(n_images, self.max_images or 0, 1)
+        asked = self.engine_kwargs.get("limit_mm_per_prompt")
+        if isinstance(asked, dict) and asked.get("image"):
+            limit = int(asked["image"])  # --engine-arg limit_mm_per_prompt wins, as it does in engine_args
         try:
             self._llm = vllm.LLM(**self.engine_args(limit))
         except Exception as exc:
@@ -154,7 +159,8 @@ class VLLMBackend:
         for i, p in enumerate(prompts):
             if len(p.images) > self._limit:
                 out[i] = Answer(
-                    mode=mode, error=f"the prompt has {len(p.images)} images but the engine was started for {self._limit}; set max_images"
+                    mode=mode,
+                    error=f"the prompt has {len(p.images)} images but the engine was started for {self._limit}; raise --engine-arg limit_mm_per_prompt",
                 )
                 continue
             idx.append(i)

@@ -43,8 +43,8 @@ def main() -> None:
                 reply = {"answers": [asdict(a) for a in answers]}
             else:
                 reply = {"error": f"unknown op {op!r}"}
-        except UserError as exc:
-            reply = {"error": str(exc)}
+        except UserError as exc:  # the engine cannot start, the model cannot load: the run stops
+            reply = {"error": str(exc), "fatal": True}
         except Exception as exc:  # report, keep serving: one bad batch must not kill the run
             reply = {"error": f"vLLM worker failed: {type(exc).__name__}: {exc}"}
         proto.write(json.dumps(reply) + "\n")
