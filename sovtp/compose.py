@@ -233,7 +233,7 @@ def template_digest(spec: str) -> str:
     except (TemplateError, OSError):
         return "unresolved:" + str(spec)
     main = _digest_of(str(path), st.st_mtime_ns, st.st_size)
-    included = _included_files(path)
+    included = included_files(path)
     if not included:  # the common case: the file's own sha256, as run keys always had it
         return main
     # {% include %}/{% import %}/{% extends %} files render into the prompt too: editing
@@ -266,7 +266,7 @@ def _references(path: str, mtime_ns: int, size: int) -> tuple[str | None, ...]:
         return ()  # the run reports a broken template with its own error
 
 
-def _included_files(path: Path) -> list[Path]:
+def included_files(path: Path) -> list[Path]:
     """Files of the template's folder that ``path`` pulls in, recursively, in name order.
     A reference Jinja cannot name before rendering (``{% include name_var %}``) counts
     every ``.j2`` file of the folder."""

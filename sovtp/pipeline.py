@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sovtp.backends.base import checkpoint_identity
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
@@ -32,6 +32,9 @@ from sovtp.net import redact_url, scrub_urls
 from sovtp.results import ResultsWriter, write_json_atomic
 from sovtp.types import Answer, Clip, Cues, ImagePart, Prompt, Result
 from sovtp.video import DECODER_VERSION, FrameFeed, FramesChanged, MediaError, read_clip
+
+if TYPE_CHECKING:
+    from sovtp.compose import Template
 
 DEFAULT_EXTRACTORS: tuple[str, ...] = ("faces", "landmarks", "aus", "pose", "scene", "expressions")
 # Backend options that change what the model sees or computes (image detail, numeric
@@ -130,7 +133,7 @@ STRUCTURED_MODES = ("auto", "json", "choice", "rank", "off")
 FACE_FOCUS_MODES = ("crop", "blur_reverse", "gray_reverse")
 
 
-def check_combination(config: RunConfig, template: Any, visual: str) -> None:
+def check_combination(config: RunConfig, template: Template, visual: str) -> None:
     """Refuse, before anything is decoded, settings that would fail every item or send
     every item a prompt that contradicts itself: a misspelt --target, --privacy blur-all
     with a mode that shows only the target's face (a uniform square, "the person whose
@@ -148,9 +151,12 @@ def check_combination(config: RunConfig, template: Any, visual: str) -> None:
     ):
         if value not in allowed:  # before: every item decoded, then failed (or au_peak sampled uniformly)
             raise UserError(f"{option} {value!r} is not one of {', '.join(a for a in allowed if a)}")
-    rule = str(config.target).strip().lower()
-    if rule not in ("largest", "center", "centre") and not rule.isdigit():
-        raise UserError(f"--target {config.target!r} is not a rule; use largest, center or a face ID number such as 2")
+    from sovtp.tracking import target_rule
+
+    try:
+        target_rule(config.target)
+    except ValueError:
+        raise UserError(f"--target {config.target!r} is not a rule; use largest, center or a face ID number such as 2") from None
     if config.privacy == "blur-all" and visual in FACE_FOCUS_MODES:
         raise UserError(
             f"--privacy blur-all blurs the target's face too, and --visual {visual} shows the model nothing else; "
@@ -163,7 +169,7 @@ def check_combination(config: RunConfig, template: Any, visual: str) -> None:
         )
 
 
-def _asks_per_face(template: Any) -> bool:
+def _asks_per_face(template: Template) -> bool:
     """Whether ``template`` can ask for per-face labels: a staged JSON answer does (its
     schema and ``answer_format`` carry them), and so does any text, its own or an
     included file's, that reads ``per_face``."""
@@ -171,9 +177,9 @@ def _asks_per_face(template: Any) -> bool:
         return True
     if template.path is None:
         return False
-    from sovtp.compose import _included_files
+    from sovtp.compose import included_files
 
-    return any("per_face" in f.read_text(encoding="utf-8", errors="replace") for f in _included_files(template.path) if f.is_file())
+    return any("per_face" in f.read_text(encoding="utf-8", errors="replace") for f in included_files(template.path) if f.is_file())
 
 
 @dataclass(frozen=True)

@@ -240,14 +240,20 @@ def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
     ones (an error) there whose key has an answer at an existing path."""
     moved = moved or {}
     records = load_results(path)
+    missing = {r.path: not os.path.lexists(r.path) for r in records}  # one stat per path, not per question
 
     def gone(r: Result) -> bool:
-        return not os.path.lexists(r.path)
+        return missing[r.path]
 
-    kept = [r for r in records if not (gone(r) and r.run_key in moved)]
+    by_key: dict[str, list[Result]] = {}
+    for r in records:
+        by_key.setdefault(r.run_key or "", []).append(r)
+    kept = {record_key(r): r for r in records if not (gone(r) and r.run_key in moved)}
     for key, paths in moved.items():
-        pool = [r for r in records if r.run_key == key]
+        pool = by_key.get(key, [])
         finals = [r for r in pool if is_final(r)] or pool
+        if not finals:
+            continue
         for p in paths:
             real, name = _real(p), Path(p).name
             source = (
@@ -256,10 +262,10 @@ def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
                 or next((r for r in finals if gone(r)), None)
                 or finals[0]
             )
-            kept = [r for r in kept if record_key(r) != (key, p)]  # e.g. this copy's own retryable error
-            kept.append(source.model_copy(update={"path": p}))
-    answered = {r.run_key for r in kept if is_final(r) and not gone(r)}
-    records = [r for r in kept if not (gone(r) and not is_final(r) and r.run_key in answered)]
+            kept.pop((key, p), None)  # e.g. this copy's own retryable error
+            kept[(key, p)] = source.model_copy(update={"path": p})
+    answered = {r.run_key for r in kept.values() if is_final(r) and not missing.get(r.path, False)}
+    records = [r for r in kept.values() if not (missing.get(r.path, False) and not is_final(r) and r.run_key in answered)]
     fd, tmp = temp_beside(path, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for r in records:

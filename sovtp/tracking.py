@@ -171,20 +171,28 @@ def center_face(faces: Sequence[FaceTrack], width: int, height: int) -> int | No
     return min(faces, key=key).id
 
 
+def target_rule(rule: str) -> str | int:
+    """``"largest"``, ``"center"`` or a face ID from a --target value; ValueError for
+    anything else (checked before a run starts, and again per clip)."""
+    text = str(rule).strip().lower()
+    if text in ("largest", "center", "centre"):
+        return "center" if text == "centre" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"unknown target rule {text!r}; use 'largest', 'center' or a face ID number such as '2'") from None
+
+
 def choose_target(cues: Cues, rule: str, width: int, height: int) -> int | None:
     """The target face ID under ``rule``: ``"largest"`` (summed area over the clip),
     ``"center"`` (nearest the frame centre) or an integer ID as a string.
 
     None when the clip has no face. An ID that is not in the clip is a user error."""
-    rule = str(rule).strip().lower()
-    if rule == "largest":
+    wanted = target_rule(rule)
+    if wanted == "largest":
         return largest_face(cues.faces)
-    if rule in ("center", "centre"):
+    if wanted == "center":
         return center_face(cues.faces, width, height)
-    try:
-        wanted = int(rule)
-    except ValueError:
-        raise ValueError(f"unknown target rule {rule!r}; use 'largest', 'center' or a face ID number such as '2'") from None
     if not cues.faces:
         return None
     ids = [f.id for f in cues.faces]

@@ -184,53 +184,32 @@ def test_predictions_given_as_official_ids_or_in_a_sets_own_spelling_are_scored(
     """DFEW-style numeric predictions (1..7) score like their names, as numeric ground
     truth already did; a custom set spelled with MAFW's nouns takes the adjectives a model
     answers with (before: 100% invalid, WAR 0, without a word)."""
-    numeric = tmp_path / "numeric.csv"
-    numeric.write_text("gt,pred\n1,1\n2,2\n5,5\n3,1\n")  # DFEW ids: happy, sad, surprise; one neutral read as happy
-    res = runner.invoke(
-        app,
-        [
+    cases = [
+        ("gt,pred\n1,1\n2,2\n5,5\n3,1\n", "dfew"),  # DFEW ids: happy, sad, surprise; one neutral read as happy
+        ("gt,pred\nhappiness,happy\nsadness,sad\nanger,angry\nanger,happy\n", "anger,happiness,sadness"),
+    ]
+    for i, (rows, labels) in enumerate(cases):
+        f = tmp_path / f"p{i}.csv"
+        f.write_text(rows)
+        args = [
             "eval",
             "score",
-            str(numeric),
+            str(f),
             "--gt",
             "gt",
             "--pred",
             "pred",
             "--labels",
-            "dfew",
+            labels,
             "--bootstrap",
             "0",
             "--out",
-            str(tmp_path / "n"),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "n" / "summary.json").read_text())["variants"][0]["metrics"]
-    assert m["war"] == pytest.approx(0.75) and m["invalid_rate"] == 0
-
-    nouns = tmp_path / "nouns.csv"
-    nouns.write_text("gt,pred\nhappiness,happy\nsadness,sad\nanger,angry\nanger,happy\n")
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "score",
-            str(nouns),
-            "--gt",
-            "gt",
-            "--pred",
-            "pred",
-            "--labels",
-            "anger,happiness,sadness",
-            "--bootstrap",
-            "0",
-            "--out",
-            str(tmp_path / "c"),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    m = json.loads((tmp_path / "c" / "summary.json").read_text())["variants"][0]["metrics"]
-    assert m["war"] == pytest.approx(0.75) and m["invalid_rate"] == 0
+            str(tmp_path / f"r{i}"),
+        ]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        m = json.loads((tmp_path / f"r{i}" / "summary.json").read_text())["variants"][0]["metrics"]
+        assert m["war"] == pytest.approx(0.75) and m["invalid_rate"] == 0, labels
 
 
 def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_label(tmp_path):
