@@ -61,7 +61,7 @@ def gt_label(value: Any, labels: LabelSet, where: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DatasetError(f"{where}: the ground-truth label is empty; fill it in or drop the row")
     text = str(value).strip()
-    found = label_by_id(value, labels) or normalize_label(text, labels)
+    found = label_by_id(value, labels) or normalize_label(text, labels, codes=True)
     if found is None:
         raise DatasetError(
             f"{where}: ground-truth label {text!r} is not in the {labels.name} label set ({', '.join(labels.labels)}); fix the row or pass the right --labels"

@@ -52,7 +52,7 @@ def top1(value: Any, labels: LabelSet) -> str | None:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     first = next((w.strip().strip("'\"") for w in _SPLIT.split(text) if w.strip().strip("'\"")), "")
-    return (label_by_id(first, labels) or normalize_label(first, labels)) if first else None
+    return (label_by_id(first, labels) or normalize_label(first, labels, codes=True)) if first else None
 
 
 def looks_like_results(rows: list[dict[str, Any]]) -> bool:

@@ -79,17 +79,29 @@ BUILTIN_LABEL_SETS: dict[str, LabelSet] = {
 # that names a different emotion (e.g. "pain", "contempt" for a 7-class set) stays
 # out, so it is reported as invalid instead of being silently mapped.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "happy": ("happiness", "happily", "joy", "joyful", "glad", "hap", "ha"),
-    "sad": ("sadness", "sorrow", "unhappy", "sa"),
-    "neutral": ("neutrality", "calm", "ne", "neu"),
-    "angry": ("anger", "mad", "an", "ang"),
-    "surprise": ("surprised", "surprising", "su", "sur"),
-    "disgust": ("disgusted", "disgusting", "di", "dis"),
-    "fear": ("fearful", "afraid", "scared", "fe", "fea"),
+    "happy": ("happiness", "happily", "joy", "joyful", "glad"),
+    "sad": ("sadness", "sorrow", "unhappy"),
+    "neutral": ("neutrality", "calm"),
+    "angry": ("anger", "mad"),
+    "surprise": ("surprised", "surprising"),
+    "disgust": ("disgusted", "disgusting"),
+    "fear": ("fearful", "afraid", "scared"),
     "contempt": ("contemptuous",),
     "anxiety": ("anxious",),
     "helplessness": ("helpless",),
     "disappointment": ("disappointed",),
+}
+# Dataset codes (CREMA-D's ANG/DIS/FEA/HAP/NEU/SAD, two-letter file-name codes). They are
+# read in annotation and prediction files only: in a model's answer "an" or "dis" is a
+# cut-off word ("an..." of "anxiety"), not an answer, so the answer parser leaves them out.
+CODES: dict[str, tuple[str, ...]] = {
+    "happy": ("hap", "ha"),
+    "sad": ("sa",),
+    "neutral": ("ne", "neu"),
+    "angry": ("an", "ang"),
+    "surprise": ("su", "sur"),
+    "disgust": ("di", "dis"),
+    "fear": ("fe", "fea"),
 }
 
 _SPELLING_TO_CANONICAL: dict[str, str] = {}
@@ -97,19 +109,21 @@ for _canon, _spellings in SYNONYMS.items():
     _SPELLING_TO_CANONICAL[_canon] = _canon
     for _s in _spellings:
         _SPELLING_TO_CANONICAL[_s] = _canon
+_CODE_TO_CANONICAL: dict[str, str] = {code: canon for canon, codes in CODES.items() for code in codes}
 
 
 def _clean(word: str) -> str:
     return re.sub(r"[^a-z]", "", word.strip().lower())
 
 
-def normalize_label(word: str, labels: LabelSet | tuple[str, ...] | list[str]) -> str | None:
+def normalize_label(word: str, labels: LabelSet | tuple[str, ...] | list[str], codes: bool = False) -> str | None:
     """Map one word to a label of ``labels``, or None if it names no label of the set.
 
     Exact label names win (a custom set may contain any word); otherwise the shared
     synonym table is consulted: the word maps to the set's label of the same canonical
     form, whichever spelling the set uses (a custom set spelled like MAFW's own files,
-    "anger, happiness, sadness", takes "angry", "happy" and "sad" too).
+    "anger, happiness, sadness", takes "angry", "happy" and "sad" too). ``codes`` also
+    reads dataset codes (``CODES``), for annotation and prediction files.
     """
     names = labels.labels if isinstance(labels, LabelSet) else tuple(labels)
     lowered = {n.lower(): n for n in names}
@@ -119,7 +133,7 @@ def normalize_label(word: str, labels: LabelSet | tuple[str, ...] | list[str]) -
     cleaned = _clean(word)
     if cleaned in lowered:
         return lowered[cleaned]
-    canonical = _SPELLING_TO_CANONICAL.get(cleaned)
+    canonical = _SPELLING_TO_CANONICAL.get(cleaned) or (_CODE_TO_CANONICAL.get(cleaned) if codes else None)
     if canonical is None:
         return None
     if canonical in lowered:

@@ -140,3 +140,18 @@ def test_json_blocks_are_found_in_one_pass_and_never_inside_a_tried_block():
     assert extract_json('{"a": {"label": "happy"}') == {"label": "happy"}  # inside an unclosed block
     assert extract_json('{"x": 1, "faces": {"1": "sad"}} tail') == {"x": 1, "faces": {"1": "sad"}}
     assert extract_json('{not json, "faces": {"1": "sad"}} {"label": "fear"}') == {"label": "fear"}  # not the inner "faces"
+
+
+def test_dataset_codes_are_read_in_files_but_not_in_a_models_answer():
+    """CREMA-D's ANG/HAP codes load as ground truth and predictions; in an answer, "an" or
+    "dis" is a cut-off word ("an..." of "anxiety"), and it was read as angry / disgust."""
+    from sovtp.eval.datasets import gt_label
+
+    from sovtp.labels import DFEW, MAFW
+    from sovtp.parse import parse_answer
+    from sovtp.types import Answer
+
+    assert gt_label("ANG", DFEW, "row 2") == "angry" and gt_label("hap", DFEW, "row 3") == "happy"
+    for text in ("Answer: an", "dis", '{"label": "an"}'):
+        assert parse_answer(Answer(text=text, mode="free"), MAFW).status == "invalid", text
+    assert parse_answer(Answer(text="Answer: Anger", mode="free"), MAFW).label == "angry"
