@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 eval_app = typer.Typer(no_args_is_help=True, help="Score predictions and compare prompt variants.", pretty_exceptions_show_locals=False)
 err = Console(stderr=True)
@@ -34,7 +35,7 @@ def _labels(spec: str | None):
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]Error:[/] {exc}", soft_wrap=True)
+    err.print(f"[red]Error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -51,19 +52,19 @@ def print_table(summary: dict[str, Any]) -> None:
     table = Table(*header[:split], title=title)
     table.columns[0].overflow = "fold"
     for r in rows:
-        table.add_row(*(c.replace(" [", "\n[") for c in r[:split]))
+        table.add_row(*(escape(c.replace(" [", "\n[")) for c in r[:split]))  # text, not markup (names may hold [ ])
     console.print(table)
     if len(header) > split:
-        deltas = Table(header[0], *header[split:], title=f"against the baseline {summary.get('baseline')}")
+        deltas = Table(header[0], *header[split:], title=f"against the baseline {escape(str(summary.get('baseline')))}")
         deltas.columns[0].overflow = "fold"
         for r in rows:
-            deltas.add_row(r[0], *r[split:])
+            deltas.add_row(*(escape(c) for c in (r[0], *r[split:])))
         console.print(deltas)
     for by, h, r in strata_rows(summary):
         t = Table(*h, title=f"by {by}")
         t.columns[1].overflow = "fold"
         for row in r:
-            t.add_row(*row)
+            t.add_row(*(escape(c) for c in row))
         console.print(t)
 
 
@@ -108,7 +109,7 @@ def score_command(
         raise _fail(exc) from None
     if preds.superseded:
         err.print(
-            f"[yellow]note:[/] {file.name} holds {preds.superseded} older record(s) of inputs it has a later record for "
+            f"[yellow]note:[/] {escape(file.name)} holds {preds.superseded} older record(s) of inputs it has a later record for "
             "(a rerun with other settings appends beside the earlier run); each input is scored once, by its latest record. "
             "Write runs you compare to separate --out files, or use sovtp ablate.",
             soft_wrap=True,
@@ -141,7 +142,7 @@ def score_command(
     h, r = per_class_rows(s)
     t = Table(*h, title="per class (percent)")
     for row in r:
-        t.add_row(*row)
+        t.add_row(*(escape(c) for c in row))
     out.print(t)
     top, share = s.collapse
     out.print(
@@ -159,7 +160,7 @@ def score_command(
             "versions": versions(),
         }
         paths = write_report(out_dir, summary, {name: s}, manifest)
-        err.print(f"Report written to {paths['html']} (and summary.md, summary.json, manifest.json).", soft_wrap=True)
+        err.print(f"Report written to {escape(str(paths['html']))} (and summary.md, summary.json, manifest.json).", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- ablate
@@ -354,7 +355,7 @@ def ablate_command(
     n_variants = 1
     for v in g.values():
         n_variants *= len(v)
-    err.print(f"{len(items)} item(s) x {n_variants} variant(s) -> {out_dir}")
+    err.print(f"{len(items)} item(s) x {n_variants} variant(s) -> {escape(str(out_dir))}", soft_wrap=True)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -369,8 +370,8 @@ def ablate_command(
             from sovtp.progress import item_message
 
             said.add(result.error or "")
-            bar.console.print(f"{item_message(result)} ({variant.name})", soft_wrap=True)
-        bar.update(task, advance=1, description=variant.name)
+            bar.console.print(f"{item_message(result)} ({escape(variant.name)})", soft_wrap=True)
+        bar.update(task, advance=1, description=escape(variant.name))
 
     def on_variant(variant, row) -> None:
         nonlocal finished
@@ -378,7 +379,7 @@ def ablate_command(
         bar.update(task, completed=finished * len(items))
         skipped = f", {row['skipped_already_done']} already done" if row["skipped_already_done"] else ""
         bar.console.print(
-            f"[{finished}/{n_variants}] {variant.name}: {row['ok']} labelled, {row['invalid']} invalid, {row['errors']} error(s){skipped} in {row['seconds']:.1f}s",
+            f"[{finished}/{n_variants}] {escape(variant.name)}: {row['ok']} labelled, {row['invalid']} invalid, {row['errors']} error(s){skipped} in {row['seconds']:.1f}s",
             soft_wrap=True,
         )
 
@@ -405,7 +406,9 @@ def ablate_command(
             from sovtp.cli import was_terminated
 
             said = "Terminated" if was_terminated(stop) else "Interrupted"
-            err.print(f"\n[yellow]{said}.[/] Finished items are saved under {out_dir}/results; run the same command again to resume.")
+            err.print(
+                f"\n[yellow]{said}.[/] Finished items are saved under {escape(str(out_dir))}/results; run the same command again to resume."
+            )
             raise typer.Exit(143 if was_terminated(stop) else 130) from None
         except (AblationError, DatasetError) as exc:
             raise _fail(exc) from None
@@ -416,4 +419,4 @@ def ablate_command(
                 raise _fail(exc) from None
             raise
     print_table(outcome.summary)
-    err.print(f"Report written to {outcome.report['html']} (and summary.md, summary.json, manifest.json).", soft_wrap=True)
+    err.print(f"Report written to {escape(str(outcome.report['html']))} (and summary.md, summary.json, manifest.json).", soft_wrap=True)

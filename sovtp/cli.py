@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="sovtp",
@@ -179,11 +180,11 @@ def _warn_network(base_url: str | None, privacy: str) -> None:
     url = redact_url(url)  # never echo user:password@ or a key in the query
     if not local and parsed.scheme == "http":
         err.print(
-            f"[yellow]Warning:[/] {url} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https."
+            f"[yellow]Warning:[/] {escape(str(url))} is plain HTTP to a host that is not this machine: prompts, images and the API key travel unencrypted. Use https."
         )
     if not local and privacy == "none":
         err.print(
-            f"[yellow]Notice:[/] frames with faces will be sent to {host}; add --privacy blur-others or blur-all to de-identify them first."
+            f"[yellow]Notice:[/] frames with faces will be sent to {escape(str(host))}; add --privacy blur-others or blur-all to de-identify them first."
         )
 
 
@@ -234,7 +235,7 @@ def _exit_if_nothing_exists(inputs: list[Path]) -> None:
     like an empty folder; among other inputs it is one error record, and the run goes on."""
     if inputs and not any(os.path.lexists(p) for p in inputs):
         shown = ", ".join(map(str, inputs[:3])) + (" ..." if len(inputs) > 3 else "")
-        err.print(f"No such file or folder: {shown}; check the path.", soft_wrap=True)
+        err.print(f"No such file or folder: {escape(shown)}; check the path.", soft_wrap=True)
         raise typer.Exit(2)
 
 
@@ -246,7 +247,7 @@ def _hint_frame_folders(items, frame_folders: bool) -> None:
 
     hint = frame_folder_hint(it.path for it in items)
     if hint:
-        err.print(f"[yellow]Hint:[/] {hint}", soft_wrap=True)
+        err.print(f"[yellow]Hint:[/] {escape(hint)}", soft_wrap=True)
 
 
 @contextmanager
@@ -258,7 +259,7 @@ def _user_errors():
     try:
         yield
     except (UserError, ValueError) as exc:
-        err.print(f"[red]Error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]Error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -391,7 +392,7 @@ def run(
     items = discover(inputs, frame_folders)
     if not items:
         err.print(
-            f"No video or image files found in {', '.join(map(str, inputs))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...)."
+            f"No video or image files found in {escape(', '.join(map(str, inputs)))}; check the path (supported: mp4, mov, avi, mkv, webm, jpg, png, ...)."
         )
         raise typer.Exit(2)
     _hint_frame_folders(items, frame_folders)
@@ -400,7 +401,7 @@ def run(
     changed = changed_settings(out_path, config)
     if changed:
         err.print(
-            f"[yellow]Note:[/] {out_path} holds records made with other settings ({'; '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}). "
+            f"[yellow]Note:[/] {escape(str(out_path))} holds records made with other settings ({escape('; '.join(changed[:4]))}{' ...' if len(changed) > 4 else ''}). "
             "This run's records go beside them, and `sovtp eval score` scores each input's latest record; give another --out to keep the runs apart.",
             soft_wrap=True,
         )
@@ -415,11 +416,11 @@ def run(
                     summary = api_run(items, out=out_path, config=config, progress=True)
         except KeyboardInterrupt as stop:
             err.print(
-                f"\n[yellow]{'Terminated' if was_terminated(stop) else 'Interrupted'}.[/] Every finished item is saved in {out_path}; run the same command again to resume where it stopped."
+                f"\n[yellow]{'Terminated' if was_terminated(stop) else 'Interrupted'}.[/] Every finished item is saved in {escape(str(out_path))}; run the same command again to resume where it stopped."
             )
             raise typer.Exit(143 if was_terminated(stop) else 130) from None
     err.print(
-        f"{summary.done} item(s) written to {out_path}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
+        f"{summary.done} item(s) written to {escape(str(out_path))}: {summary.ok} labelled, {summary.invalid} invalid answer(s), {summary.errors} error(s)"
         + (f"; {summary.skipped} already done (skipped)" if summary.skipped else "")
         + f" in {summary.seconds:.1f}s."
     )
@@ -468,7 +469,7 @@ def prompt(
     _exit_if_nothing_exists(inputs)
     items = discover(inputs, frame_folders)
     if not items:
-        err.print(f"No video or image files found in {', '.join(map(str, inputs))}.")
+        err.print(f"No video or image files found in {escape(', '.join(map(str, inputs)))}.")
         raise typer.Exit(2)
     _hint_frame_folders(items, frame_folders)
     root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
@@ -478,10 +479,10 @@ def prompt(
     for item, written in written_items:
         if isinstance(written, str):
             failures += 1
-            err.print(f"[red]error[/] {written}")
+            err.print(f"[red]error[/] {escape(str(written))}", soft_wrap=True)
         else:
-            err.print(f"[green]ok[/] {item.display} -> {written[0].parent}", soft_wrap=True)
-    err.print(f"Previews for {len(items) - failures} of {len(items)} input(s) in {out_dir}.")
+            err.print(f"[green]ok[/] {escape(item.display)} -> {escape(str(written[0].parent))}", soft_wrap=True)
+    err.print(f"Previews for {len(items) - failures} of {len(items)} input(s) in {escape(str(out_dir))}.", soft_wrap=True)
 
 
 @app.command("extractors")

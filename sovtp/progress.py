@@ -59,7 +59,9 @@ class RunBar:
         if message is not None:
             self._progress.console.print(message, soft_wrap=True)
         shown = r.label if r.status == "ok" else r.status
-        self._progress.update(self._task, advance=1, last=f"{Path(r.path).name}: {shown}")
+        from rich.markup import escape
+
+        self._progress.update(self._task, advance=1, last=escape(f"{Path(r.path).name}: {shown}"))  # a file name is text, not markup
 
     def advance(self) -> None:
         self._moved = True

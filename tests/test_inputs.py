@@ -35,3 +35,24 @@ def test_safe_name_never_escapes(tmp_path: Path):
     item = InputItem(Path("/data/../../etc/passwd.mp4"))
     name = safe_name(item)
     assert "/" not in name and not name.startswith(".")
+
+
+def test_names_with_brackets_are_printed_as_text_not_markup(media: Path, tmp_path: Path):
+    """A path holding "[/]" ended `sovtp prompt` in a MarkupError traceback after the
+    previews were written; "[bold]" vanished from the name shown; "clip [remix].mp4" was
+    reported missing as "clip .mp4"."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    folder = tmp_path / "in"
+    (folder / "a[").mkdir(parents=True)  # so that the path reads ".../a[/]b.jpg"
+    for name in ("a[/]b.jpg", "c[bold]d.jpg"):
+        shutil.copy(media / "single_face.jpg", folder / name)
+    res = CliRunner().invoke(app, ["prompt", str(folder), "-t", "direct", "--extractors", "faces", "--out", str(tmp_path / "p")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "a[/]b.jpg" in said and "c[bold]d.jpg" in said, res.output
+    res = CliRunner().invoke(app, ["prompt", str(tmp_path / "clip [remix].mp4")])
+    assert res.exit_code == 2 and "clip [remix].mp4; check the path." in " ".join(res.output.split())
