@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,20 @@ def _value(text: str) -> Any:
     return _scalar(t)
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` without a ``# comment``: a ``#`` after whitespace and outside quotes
+    ("Label #1 is the answer" keeps its text)."""
+    quote = None
+    for i, c in enumerate(line):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def parse_front_matter(source: str, name: str = "<template>") -> tuple[dict[str, Any], dict[str, int]]:
     """The ``{#--- key: value ---#}`` header as a dict, and each key's line number.
     A YAML subset (scalars, ``[a, b]`` lists, ``#`` comments) so no YAML parser is needed."""
@@ -119,7 +133,7 @@ def parse_front_matter(source: str, name: str = "<template>") -> tuple[dict[str,
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     for offset, raw in enumerate(m.group("body").split("\n")):
-        line = re.sub(r"\s+#.*$", "", raw).strip()
+        line = _strip_comment(raw).strip()
         if not line or line.startswith("#"):
             continue
         lineno = first + offset
@@ -261,7 +275,7 @@ def _references(path: str, mtime_ns: int, size: int) -> tuple[str | None, ...]:
     from jinja2.exceptions import TemplateSyntaxError
 
     try:
-        return tuple(meta.find_referenced_templates(Environment().parse(Path(path).read_text(encoding="utf-8"))))
+        return tuple(meta.find_referenced_templates(Environment().parse(Path(path).read_text(encoding="utf-8-sig"))))
     except (OSError, UnicodeDecodeError, TemplateSyntaxError):
         return ()  # the run reports a broken template with its own error
 
@@ -295,7 +309,7 @@ def load_template(spec: str, folder: Path | str | None = None) -> Template:
     (with or without the suffix), or a name looked up in ``folder`` first."""
     name, path = _resolve(str(spec), folder)
     try:
-        source = path.read_text(encoding="utf-8")
+        source = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) would hide the front matter
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(
             f"template {str(spec)!r} could not be read ({type(exc).__name__}: {exc}); check the path and that it is UTF-8 text.", str(spec)
@@ -353,8 +367,10 @@ def _as_template_error(template: Template, exc: Exception, when: str = "") -> Te
     from jinja2 import TemplateSyntaxError, UndefinedError
     from jinja2.exceptions import SecurityError
 
-    _, line = _error_line(exc)
+    file, line = _error_line(exc)
     where = f"template {template.name!r} line {line if line is not None else '?'}"
+    if file and template.path is not None and Path(file).name not in (template.path.name, template.name):
+        where = f"template {template.name!r}, in its included {Path(file).name!r} line {line if line is not None else '?'}"
     msg = str(exc).rstrip(".")
     if isinstance(exc, TemplateSyntaxError):
         return TemplateError(f"{where}: syntax error ({msg}); fix the Jinja syntax.", template.name, line)
@@ -367,8 +383,10 @@ def _as_template_error(template: Template, exc: Exception, when: str = "") -> Te
     if isinstance(exc, UndefinedError):
         m = re.search(r"'([^']+)' is undefined", msg) or re.search(r"has no attribute '([^']+)'", msg)
         var = m.group(1) if m else None
-        if when and "None" in msg:
-            return TemplateError(f"{where}: fails {when} ({msg}); guard it with {{% if ... %}}.", template.name, line, var)
+        if "None" in msg or "has no element" in msg:
+            # a variable that is None in some clips (no face, no estimate), or a list shorter than asked
+            what = f"fails {when}" if when else "reads into a value that can be missing"
+            return TemplateError(f"{where}: {what} ({msg}); guard it with {{% if ... %}}.", template.name, line, var)
         return TemplateError(
             f"{where}: undefined variable {var!r} ({msg}){' ' + when if when else ''}; check its spelling against prompts/VARIABLES.md.",
             template.name,
@@ -442,6 +460,7 @@ def _static_check(template: Template, env, sample: dict[str, Any]) -> None:
         )
     attrs = _known_attributes(sample) | LOOP_ATTRIBUTES | {n.attr for n in ast.find_all(nodes.NSRef)}
     own = {n.name for a in ast.find_all(nodes.Assign) for n in a.target.find_all(nodes.Name)}  # {% set ns = namespace() %}
+    own |= {n.target for n in ast.find_all(nodes.Import)}  # {% import "macros.j2" as m %}: m.describe
     for node in ast.find_all(nodes.Getattr):
         if node.attr.startswith("_"):
             raise TemplateError(
@@ -503,7 +522,19 @@ def check_template(template: Template, cues: Cues | None = None, clip: Clip | No
         (variables(base, include=set()), "when text cues are left out (--cues none)"),
         (variables(base, per_face=True, privacy="blur-all"), "with per-face answers and blurred faces"),
     ]
-    _static_check(template, _environment(template), {str(i): v for i, (v, _) in enumerate(cases)})
+    sample = {str(i): v for i, (v, _) in enumerate(cases)}
+    _static_check(template, _environment(template), sample)
+    for f in included_files(template.path) if template.path is not None else []:
+        # a typo in an included file is found now too, not on the first clip that takes its branch
+        try:
+            part = replace(template, name=f.name, path=f, source=f.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError):
+            continue  # rendering reports it, naming the file
+        try:
+            _static_check(part, _environment(template), sample)
+        except TemplateError as exc:
+            said = str(exc).replace(f"template {f.name!r}", f"template {template.name!r}, in its included {f.name!r}", 1)
+            raise TemplateError(said, template.name, exc.line, exc.variable) from None
     for vars_, when in cases:
         try:
             env = _environment(template)

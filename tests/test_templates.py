@@ -303,6 +303,32 @@ def test_includes_cannot_leave_the_template_folder(tmp_path):
         check_template(load_template(str(inner / "escape.j2")))
 
 
+def test_imports_includes_front_matter_quotes_and_a_bom(tmp_path):
+    """What a user template may do, as prompts/README.md says: an {% import ... as m %}
+    macro (was "unknown attribute 'describe'"); a typo in an included file is found up
+    front and named with that file (was named as the main template, at the included
+    file's line, or only on the first clip that took its branch); a '#' inside a quoted
+    front-matter value is text (a system prompt "Label #1 ..." became '"Label'); a file
+    saved with a BOM keeps its front matter (it was silently ignored)."""
+    (tmp_path / "macros.j2").write_text("{% macro describe(f) %}face {{ f.id }} ({{ f.position }}){% endmacro %}", encoding="utf-8")
+    (tmp_path / "imp.j2").write_text(
+        '{% import "macros.j2" as m %}{% for f in faces %}{{ m.describe(f) }} {% endfor %}{{ labels_text }}', encoding="utf-8"
+    )
+    check_template(load_template(str(tmp_path / "imp.j2")))
+
+    (tmp_path / "part.j2").write_text("ok\n{% if is_image %}{{ tpyo }}{% endif %}", encoding="utf-8")
+    (tmp_path / "outer.j2").write_text('{% include "part.j2" %} {{ labels_text }}', encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"template 'outer', in its included 'part.j2' line 2: undefined variable 'tpyo'"):
+        check_template(load_template(str(tmp_path / "outer.j2")))
+
+    quoted = template_from_source('{#---\nsystem: "Label #1 is the answer"  # a comment\n---#}\nx', "q")
+    assert quoted.system == "Label #1 is the answer"
+
+    (tmp_path / "bom.j2").write_bytes("\ufeff{#---\nvisual: numbered\nanswer: stages\nstages: [look]\n---#}\n{{ answer_format }}".encode())
+    bom = load_template(str(tmp_path / "bom.j2"))
+    assert (bom.visual, bom.answer, bom.stages) == ("numbered", "stages", ("look",)) and "\ufeff" not in bom.source
+
+
 def test_huge_range_is_refused():
     t = template_from_source("{% for i in range(10**9) %}x{% endfor %}", "loop")
     with pytest.raises(TemplateError, match="template 'loop' line 1"):
