@@ -558,15 +558,13 @@ def ablate(
     base_variant = find_variant(variants, baseline)
     if len({v.slug for v in variants}) != len(variants):
         raise AblationError("two variants map to the same results file name; use simpler grid values")
-    if run:  # a combination that every item would fail stops the grid before any variant runs
-        from sovtp.compose import load_template
+    if run:  # a variant every item would fail (its template, cues or settings) stops the grid before any runs
         from sovtp.errors import UserError
-        from sovtp.pipeline import check_combination
+        from sovtp.pipeline import Preparer
 
         for v in variants:
-            template = load_template(v.config.template)
             try:
-                check_combination(v.config, template, v.config.visual or template.visual)
+                Preparer(v.config).check()  # what each variant's run checks first, for all of them at once
             except UserError as exc:
                 raise AblationError(f"variant {v.name}: {exc}") from None
     # --report-only scores the records the run made: with the answer keys that run stored

@@ -332,7 +332,7 @@ def ablate_command(
 
         items = pilot(items, limit)
     options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries}
-    if backend == "openai":
+    if backend == "openai" and not report_only:  # --report-only sends nothing anywhere
         from sovtp.cli import _warn_network
 
         for url in base_url or [None]:

@@ -204,6 +204,12 @@ def test_an_ablation_with_one_impossible_variant_stops_before_any_runs(media, tm
     with pytest.raises(A.AblationError, match=r"variant visual=crop,privacy=blur-all: --privacy blur-all blurs"):
         A.ablate(items, {"visual": ["none", "crop"], "privacy": ["none", "blur-all"]}, base, tmp_path / "abl")
     assert not (tmp_path / "abl" / "results").exists()
+    # a template whose cues the run's extractors do not provide: before, found when its variant
+    # started, after every earlier variant had run
+    faces_only = RunConfig(backend="openai", model="m", cache_dir=None, extractors=("faces",), backend_options=base.backend_options)
+    with pytest.raises(A.AblationError, match=r"variant template=sovtp: template 'sovtp' needs the cue\(s\) landmarks"):
+        A.ablate(items, {"template": ["direct", "sovtp"]}, faces_only, tmp_path / "abl2")
+    assert not (tmp_path / "abl2" / "results").exists()
 
 
 def test_a_mistyped_input_or_an_out_folder_is_one_sentence(media, tmp_path):

@@ -223,8 +223,11 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     # the report rebuilt later with nothing repeated: DATA, --path-format, --data-root and
     # the grid come from plan.json, like the model and labels (no server, no media read)
     (out / "report" / "summary.json").unlink()
-    again = CliRunner().invoke(app, ["ablate", "--report-only", "--out", str(out), "--bootstrap", "0", "--examples", "0"])
+    again = CliRunner().invoke(
+        app, ["ablate", "--report-only", "--out", str(out), "--bootstrap", "0", "--examples", "0", "--backend", "openai"]
+    )
     assert again.exit_code == 0, again.output
+    assert "Notice" not in again.output  # nothing is sent anywhere: no "frames with faces will be sent to api.openai.com"
     (row,) = json.loads((out / "report" / "summary.json").read_text())["variants"]
     assert row["name"] == "template=direct" and row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)
     fresh = CliRunner().invoke(app, ["ablate", "--report-only", "--out", str(tmp_path / "never-ran")])
