@@ -9,11 +9,12 @@ Agg backend (no display needed) and is imported only when a report is written.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,19 @@ def _plt():
     return plt
 
 
+@contextlib.contextmanager
+def _names_as_text() -> Iterator[None]:
+    """Figure text as plain text while the report is drawn: "a$\\frac$" in a file or
+    variant name was parsed as math (a traceback); the caller's own settings come back."""
+    try:
+        import matplotlib
+    except ImportError:
+        yield
+        return
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
 def confusion_figure(s: Scores, title: str) -> str:
     """Row-normalised heatmap (recall on the diagonal) with the raw counts written in."""
     import numpy as np
@@ -310,7 +324,14 @@ def html_report(
     )
     header, rows = variant_rows(summary)
     body += ["<h2>Results (percent, 95% CI)</h2>", _html_table(header, rows, highlight=summary.get("baseline"))]
-    if len(summary["variants"]) > 1:
+    import importlib.util
+
+    figures = importlib.util.find_spec("matplotlib") is not None  # without it: the tables, and a note
+    if not figures:
+        body.append(
+            "<p class='meta'>No figures: they are drawn with matplotlib, which is not installed (pip install 'sovtp[eval]'); the tables hold every number.</p>"
+        )
+    if len(summary["variants"]) > 1 and figures:
         body.append(
             '<div class="figs">'
             + _img(ablation_figure(summary), "WAR and UAR per variant with bootstrap intervals", "ablation chart")
@@ -324,6 +345,9 @@ def html_report(
     order = order[:max_confusions]
     if not order:
         body.append("<p class='meta'>No variant has scored items yet: no confusion matrices or per-class figures.</p>")
+    elif not figures:
+        h, r = per_class_rows(scores[order[0]])
+        body += ["<h2>Per class</h2>", f"<p class='meta'>{html.escape(order[0])}</p>", _html_table(h, r)]
     else:
         body.append("<h2>Confusion matrices</h2>")
         body.append(
@@ -401,7 +425,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "summary.md", "html": out / "report.html", "json": out / "summary.json", "manifest": out / "manifest.json"}
     _write_text(paths["markdown"], markdown(summary, scores))
-    _write_text(paths["html"], html_report(summary, scores, examples))
+    with _names_as_text():
+        _write_text(paths["html"], html_report(summary, scores, examples))
     write_json_atomic(paths["json"], _strict(json.loads(json.dumps(summary, default=_jsonable))))
     write_json_atomic(paths["manifest"], _strict(json.loads(json.dumps(manifest, default=_jsonable))))
     return paths

@@ -100,3 +100,40 @@ def test_a_variant_without_scored_items_is_null_in_strict_json_and_only_the_base
     assert json.loads(paths["manifest"].read_text(), parse_constant=lambda c: pytest.fail(c))["ratio"] is None
     rows = re.findall(r'<tr class="base"><td>([^<]*)</td>', html_report(summary, {}))
     assert rows == ["template=sov"]
+
+
+def test_without_matplotlib_the_report_has_its_tables_and_says_why_no_figures(tmp_path, monkeypatch):
+    """`pip install sovtp` without [eval]: `eval score --out` ended in a traceback after
+    writing summary.md alone (no summary.json, report.html or manifest.json)."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    preds = tmp_path / "p.csv"
+    preds.write_text("gt,pred\nhappy,happy\nsad,happy\n")
+    res = CliRunner().invoke(
+        app, ["eval", "score", str(preds), "--gt", "gt", "--pred", "pred", "--bootstrap", "0", "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "r").iterdir()} >= {"summary.md", "summary.json", "report.html", "manifest.json"}
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "No figures: they are drawn with matplotlib, which is not installed" in page and "<img" not in page
+
+
+def test_a_dollar_sign_in_a_name_is_text_in_the_figures(tmp_path):
+    """A predictions file named "a$\\frac$.csv" ended `eval score --out` in a matplotlib
+    mathtext traceback: figure titles and ticks parsed $...$ as math."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    preds = tmp_path / "a$\\frac$.csv"
+    preds.write_text("gt,pred\nhappy,happy\nsad,happy\n")
+    res = CliRunner().invoke(
+        app, ["eval", "score", str(preds), "--gt", "gt", "--pred", "pred", "--bootstrap", "0", "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "<img" in (tmp_path / "r" / "report.html").read_text()
