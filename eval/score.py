@@ -97,7 +97,8 @@ def read_predictions(path: Path | str, labels: LabelSet, gt: str | None = None, 
     record (:func:`latest_per_input`)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path} does not exist; give a CSV or JSONL file of predictions")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise DatasetError(f"{path} {what}; give a CSV or JSONL file of predictions (sovtp ablate takes a dataset folder)")
     rows = read_table(path)
     if not rows:
         raise DatasetError(f"{path} has no rows to score")

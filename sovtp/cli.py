@@ -483,6 +483,8 @@ def prompt(
         else:
             err.print(f"[green]ok[/] {escape(item.display)} -> {escape(str(written[0].parent))}", soft_wrap=True)
     err.print(f"Previews for {len(items) - failures} of {len(items)} input(s) in {escape(str(out_dir))}.", soft_wrap=True)
+    if items and failures == len(items):
+        raise typer.Exit(1)  # nothing was previewed: a script must not read this as success
 
 
 @app.command("extractors")

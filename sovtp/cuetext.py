@@ -205,11 +205,12 @@ def _skipped(cues: Cues, include: set[str], available: dict[str, bool]) -> list[
             continue
         names = EXTRACTORS_OF.get(kind, (kind,))
         reasons = [cues.skipped[n] for n in names if n in cues.skipped]
+        ran = any(n in cues.ran for n in names)
         if reasons:
             out.append({"cue": kind, "reason": reasons[0]})
-        elif kind == "expressions" and len(cues.faces) < 2:
+        elif kind == "expressions" and len(cues.faces) < 2 and ran:  # ran, and there was nobody else
             out.append({"cue": kind, "reason": "there is no other person to estimate"})
-        elif any(n in cues.ran for n in names):
+        elif ran:
             found = "no face was found in any sampled frame" if kind == "faces" else f"the {kind} extractor ran but found nothing"
             out.append({"cue": kind, "reason": found})
         else:

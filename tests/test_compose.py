@@ -260,3 +260,24 @@ def test_a_mistyped_structured_mode_is_refused_before_the_server_or_model():
 
     with pytest.raises(UserError, match=r"--structured 'jsn' is not one of auto, json, choice, rank, off"):
         Preparer(RunConfig(structured="jsn", cache_dir=None)).check()
+
+
+def test_a_preview_of_nothing_exits_1_and_a_missing_cue_says_no_extractor_ran(media, tmp_path):
+    """`sovtp prompt` on inputs that all fail said "Previews for 0 of 1" and exited 0; with
+    `--extractors faces,scene`, expressions were "missing" because "there is no other
+    person to estimate" rather than because no extractor for them ran."""
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 50)
+    res = CliRunner().invoke(app, ["prompt", str(broken), "--out", str(tmp_path / "p"), "-t", "direct", "--extractors", "faces"])
+    assert res.exit_code == 1 and "Previews for 0 of 1" in res.output
+    from sovtp.cuetext import template_variables
+
+    one_face = fixed_cues().model_copy(update={"faces": fixed_cues().faces[1:2], "expressions": {}, "ran": {"faces": "1", "scene": "2"}})
+    skipped = {d["cue"]: d["reason"] for d in template_variables(fixed_clip(), one_face, DFEW)["skipped"]}
+    assert skipped["expressions"] == "no extractor for this cue was run"
+    score = CliRunner().invoke(app, ["eval", "score", str(tmp_path)])
+    assert score.exit_code == 1 and "is a folder; give a CSV or JSONL file of predictions" in " ".join(score.output.split())
