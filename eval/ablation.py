@@ -91,11 +91,17 @@ def _setting(axis: str, value: str) -> Any:
         return parse_cues(value)
     if axis == "frames":
         try:
-            return int(value)
+            frames = int(value)
         except ValueError:
             raise AblationError(f"frames={value} is not a whole number") from None
+        if frames < 1:  # a variant that fails every item (and again on every rerun)
+            raise AblationError(f"frames={value} samples no frame; give 1 or more")
+        return frames
     if axis == "per_face":
-        return value.lower() in ("1", "true", "yes", "on")
+        word = value.lower()
+        if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise AblationError(f"per_face={value} is neither true nor false")
+        return word in ("1", "true", "yes", "on")
     if axis in ("visual", "layout") and value.lower() == "default":
         return None
     return value
@@ -171,6 +177,34 @@ def served_model(base: Any) -> Any:
             await backend.aclose()
 
     return replace(base, model=asyncio.run(ask()))
+
+
+def _check_grid_models(variants: Sequence[Variant], base: Any) -> None:
+    """Ask the server about every other model of the grid (the ``model`` axis) once, before
+    anything runs: a model it does not serve failed only when its variants came, after
+    the others had run for hours."""
+    if base.backend != "openai":
+        return  # a local model is loaded when its variants run; a missing one is one sentence then
+    from sovtp import pipeline
+    from sovtp.errors import UserError
+
+    first: dict[str, Variant] = {}
+    for v in variants:
+        if v.config.model and v.config.model != base.model:
+            first.setdefault(v.config.model, v)
+
+    async def check(cfg: Any) -> None:
+        backend = pipeline._make_backend(cfg)
+        try:
+            await backend.check()
+        finally:
+            await backend.aclose()
+
+    for v in first.values():
+        try:
+            asyncio.run(check(v.config))
+        except UserError as exc:
+            raise AblationError(f"variant {v.name}: {str(exc).replace('fix --model', 'fix the model in --grid')}") from None
 
 
 def _backend_key(cfg: Any) -> str:
@@ -369,7 +403,8 @@ def summarize(
         strata[by] = table
 
     scored = [r for r in rows if r["name"] in scores]
-    best = max(scored, key=lambda r: (r["metrics"]["uar"], r["metrics"]["war"]))["name"] if scored else None
+    complete = [r for r in scored if not r.get("missing")] or scored  # an unfinished variant is not "best" on fewer items
+    best = max(complete, key=lambda r: (r["metrics"]["uar"], r["metrics"]["war"]))["name"] if complete else None
     summary = {
         "kind": "ablation",
         "title": "sovtp prompt ablation",
@@ -545,13 +580,43 @@ def ablate(
 
     ``dataset``: how the items were loaded (DATA and the options that pick and locate
     rows), kept in plan.json so that ``--report-only`` needs none of them repeated."""
+    out_dir = Path(out_dir)
+    if not items:
+        raise AblationError("the dataset has no items; check DATA (and --split)")
+    from sovtp.results import hold_run_lock
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # one ablation (or report) per folder at a time: a second one on the same --out rewrote
+    # plan.json and the report under the first, and ran beside it once it reached a variant
+    # the first was not writing
+    lock = hold_run_lock(out_dir / "plan.json")
+    try:
+        return _ablate(items, grid, base, out_dir, baseline, n_boot, seed, examples, run, progress, on_variant, dataset)
+    finally:
+        if lock is not None:
+            import os
+
+            os.close(lock)
+
+
+def _ablate(
+    items: Sequence[InputItem],
+    grid: Mapping[str, Sequence[str]],
+    base: Any,
+    out_dir: Path,
+    baseline: str | None,
+    n_boot: int,
+    seed: int,
+    examples: int,
+    run: bool,
+    progress: Callable[[Variant, Result], None] | None,
+    on_variant: Callable[[Variant, dict[str, Any]], None] | None,
+    dataset: Mapping[str, Any] | None,
+) -> AblationOutcome:
     from sovtp.eval.report import model_fingerprint, versions, write_report
 
     from sovtp.results import write_json_atomic
 
-    out_dir = Path(out_dir)
-    if not items:
-        raise AblationError("the dataset has no items; check DATA (and --split)")
     if run:
         base = served_model(base)
     variants = expand_grid(grid, base)
@@ -567,6 +632,7 @@ def ablate(
                 Preparer(v.config).check()  # what each variant's run checks first, for all of them at once
             except UserError as exc:
                 raise AblationError(f"variant {v.name}: {exc}") from None
+        _check_grid_models(variants, base)
     # --report-only scores the records the run made: with the answer keys that run stored
     # in plan.json (model, frames, labels...), so the options need not be repeated
     stored = _stored_answer_keys(out_dir) if not run else {}

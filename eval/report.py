@@ -65,7 +65,7 @@ def variant_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
     header = ["variant", "n", *(METRIC_NAMES[m] for m in TABLE_METRICS)]
     has_delta = any(v.get("delta") for v in summary["variants"])
     if has_delta:
-        header += ["ΔWAR [95% CI]", "ΔUAR [95% CI]", "McNemar p"]
+        header += ["ΔWAR [95% CI]", "ΔUAR [95% CI]", "McNemar p", "paired n"]
     rows = []
     for v in summary["variants"]:
         m, ci = v["metrics"], v.get("ci95", {})
@@ -77,6 +77,7 @@ def variant_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
                 signed(d["war"]["delta"], d["war"]["ci95"]) if "war" in d else "–",
                 signed(d["uar"]["delta"], d["uar"]["ci95"]) if "uar" in d else "–",
                 pval(v.get("mcnemar", {}).get("p_value")) if v.get("mcnemar") else "–",
+                str(v["paired_n"]) if v.get("paired_n") is not None else "–",  # the deltas' items, when a variant is unfinished
             ]
         rows.append(row)
     return header, rows
@@ -127,7 +128,9 @@ CONVENTIONS = (
     "WAR = accuracy; UAR = mean of per-class recalls over the classes present in the ground truth "
     "(sklearn balanced_accuracy); macro-F1 over the same classes; weighted-F1 weighted by support. "
     "Invalid answers and errors count as wrong. Intervals: 95% percentile bootstrap over items "
-    "(paired for deltas); McNemar: exact two-sided binomial test on discordant items."
+    "(paired for deltas); McNemar: exact two-sided binomial test on discordant items. Deltas and "
+    "McNemar compare a variant with the baseline on the items both have scored (paired n), which is "
+    "fewer than n while a variant is unfinished."
 )
 
 

@@ -153,6 +153,21 @@ def test_unfinished_variant_is_scored_on_what_exists(synthetic):
     summary, _, _ = A.summarize(items, variants, out, DFEW, variants[0], n_boot=50)
     row = next(r for r in summary["variants"] if r["name"] == variants[3].name)
     assert row["n"] == 40 and row["missing"] == 50 and row["paired_n"] == 40
+    # the tables say on how many items the deltas were taken, and an unfinished variant is never "best"
+    from sovtp.eval.report import variant_rows
+
+    header, rows = variant_rows(summary)
+    cells = dict(zip(header, next(r for r in rows if r[0] == variants[3].name), strict=True))
+    assert cells["paired n"] == "40" and summary["best"] != variants[3].name
+
+
+def test_grid_values_that_would_fail_every_item_are_refused():
+    """frames=0 ran and failed every item (again on every rerun); per_face=ture became false."""
+    base = RunConfig(backend="openai", model="m", cache_dir=None)
+    with pytest.raises(A.AblationError, match="frames=0 samples no frame"):
+        A.expand_grid({"frames": ["1", "0"]}, base)
+    with pytest.raises(A.AblationError, match="per_face=ture is neither true nor false"):
+        A.expand_grid({"per_face": ["ture"]}, base)
 
 
 def test_ablate_report_only_rebuilds_the_table_from_results(synthetic):
@@ -365,3 +380,40 @@ def test_an_ablation_over_a_moved_dataset_keeps_its_table(media, tmp_path):
             (row,) = outcome.summary["variants"]
             assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5), root
         assert server.count == 2  # the second pass asked nothing
+
+
+def test_a_second_ablation_on_the_same_folder_is_refused_and_a_grid_model_is_checked_first(media, tmp_path):
+    """A second `sovtp ablate` on the same --out rewrote plan.json under the first (and
+    ran beside it once the first reached another variant file). A model of the grid the
+    server does not serve failed only when its variants came, after the others had run."""
+    from sovtp.results import ResultsInUse, hold_run_lock
+    from tests.helpers.servers import FaultServer
+
+    items = [InputItem(media / "single_face.jpg", {"label": "happy"})]
+    out = tmp_path / "ablation"
+    out.mkdir()
+    held = hold_run_lock(out / "plan.json")  # as a running ablation holds it
+    try:
+        base = RunConfig(backend="openai", model="m", cache_dir=None, backend_options={"base_url": "http://127.0.0.1:9/v1"})
+        with pytest.raises(ResultsInUse, match="plan.json is being written by another sovtp run"):
+            A.ablate(items, {"template": ["direct"]}, base, out)
+        assert not (out / "plan.json").exists()
+    finally:
+        import os
+
+        os.close(held)
+    with FaultServer(model_id="test-model", owned_by="vllm") as server:
+        base = RunConfig(
+            backend="openai",
+            model="test-model",
+            num_frames=1,
+            cache_dir=None,
+            extractors=("faces",),
+            backend_options={"base_url": server.base_url},
+        )
+        with pytest.raises(
+            A.AblationError,
+            match=r"variant model=tset-model,template=direct: The server at .* does not serve the model 'tset-model' .*; fix the model in --grid",
+        ):
+            A.ablate(items, {"model": ["test-model", "tset-model"], "template": ["direct"]}, base, out, n_boot=0, examples=0)
+        assert server.count == 0  # nothing ran

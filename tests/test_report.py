@@ -42,7 +42,7 @@ def report(synthetic, media):  # noqa: F811
 def test_report_files(report):
     paths, summary = report
     md = paths["markdown"].read_text()
-    assert "| variant | n | WAR | UAR | macro-F1 | weighted-F1 | invalid | ΔWAR [95% CI] | ΔUAR [95% CI] | McNemar p |" in md
+    assert "| variant | n | WAR | UAR | macro-F1 | weighted-F1 | invalid | ΔWAR [95% CI] | ΔUAR [95% CI] | McNemar p | paired n |" in md
     assert "## By tier" in md and "## By faces" in md and "(baseline)" in md
     data = json.loads(paths["json"].read_text())
     assert [v["name"] for v in data["variants"]] == [v["name"] for v in summary["variants"]]
