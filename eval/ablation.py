@@ -292,16 +292,25 @@ def face_bin(n: int) -> str:
     return "0" if n <= 0 else "1" if n == 1 else "2-3" if n <= 3 else "4+"
 
 
-def variant_records(path: Path, config: Any, wanted: set[str], answer_key: Mapping[str, Any] | None = None) -> dict[str, Result]:
+def variant_records(
+    path: Path,
+    config: Any,
+    wanted: set[str],
+    answer_key: Mapping[str, Any] | None = None,
+    rename: Callable[[str], str] | None = None,
+) -> dict[str, Result]:
     """This variant's record per item path: only records made with exactly this config
     (an earlier ablation with other settings may have left others in the file), or, for
-    ``--report-only``, with the ``answer_key`` the run stored in plan.json."""
+    ``--report-only``, with the ``answer_key`` the run stored in plan.json. ``rename``
+    maps a recorded path to where the dataset is now (see :func:`moved_dataset`)."""
     from sovtp.cache import stable_key
     from sovtp.pipeline import run_key_for
     from sovtp.results import load_results
 
     found: dict[str, Result] = {}
     for r in load_results(path):
+        if r.path not in wanted and rename is not None and rename(r.path) in wanted:
+            r = r.model_copy(update={"path": rename(r.path)})
         if r.path not in wanted:
             continue
         expected = stable_key("result", r.content_hash, answer_key) if answer_key is not None else run_key_for(r.content_hash, config)
@@ -309,6 +318,33 @@ def variant_records(path: Path, config: Any, wanted: set[str], answer_key: Mappi
             continue
         found[r.path] = r
     return found
+
+
+def moved_dataset(ran_on: Mapping[str, Any] | None, now: Mapping[str, Any] | None) -> Callable[[str], str] | None:
+    """For ``--report-only`` over a dataset that moved since the run (a new DATA or
+    ``--data-root``): a function taking a recorded path to the same file under the new
+    folder, or None when the folder is the same. A full rerun moves the records
+    themselves; a report alone must not need one."""
+
+    from sovtp.eval.datasets import MANIFEST_SUFFIXES
+
+    def base(ds: Mapping[str, Any]) -> str | None:
+        if ds.get("data_root"):
+            return str(ds["data_root"])
+        data = str(ds.get("data") or "")
+        if not data or data.startswith("hf:"):
+            return None
+        return str(Path(data).parent) if Path(data).suffix.lower() in MANIFEST_SUFFIXES else data
+
+    old, new = (base(ds) if ds else None for ds in (ran_on, now))
+    if not old or not new or old == new:
+        return None
+    prefix = old.rstrip("/") + "/"
+
+    def rename(path: str) -> str:
+        return str(Path(new) / path[len(prefix) :]) if path.startswith(prefix) else path
+
+    return rename
 
 
 def summarize(
@@ -320,6 +356,7 @@ def summarize(
     n_boot: int = 1000,
     seed: int = 0,
     answer_keys: Mapping[str, Mapping[str, Any]] | None = None,
+    rename: Callable[[str], str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Result]]]:
     """The ablation table from the results files: (summary dict, Scores per variant,
     records per variant). Items not (yet) finished in a variant are left out of its
@@ -331,7 +368,9 @@ def summarize(
     gt = {it.display: it.meta["label"] for it in items}
     tiers = {it.display: str(it.meta["tier"]) for it in items if it.meta.get("tier") not in (None, "")}
     keys = answer_keys or {}
-    records = {v.name: variant_records(out_dir / "results" / f"{v.slug}.jsonl", v.config, set(gt), keys.get(v.name)) for v in variants}
+    records = {
+        v.name: variant_records(out_dir / "results" / f"{v.slug}.jsonl", v.config, set(gt), keys.get(v.name), rename) for v in variants
+    }
     faces: dict[str, int] = {}
     for recs in records.values():
         for p, r in recs.items():
@@ -651,8 +690,9 @@ def _ablate(
             },
         )
     runs = run_variants(items, variants, out_dir, progress, on_variant) if run else []
+    rename = None if run else moved_dataset(stored_plan(out_dir).get("dataset"), dataset)
     summary, scores, records = summarize(
-        items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None
+        items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None, rename=rename
     )
     if not run and not any(records.values()):
         where = (

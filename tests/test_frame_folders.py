@@ -230,6 +230,16 @@ def test_ablate_runs_dfews_own_split_file_over_its_frame_folders(dfew_layout: Pa
     assert "Notice" not in again.output  # nothing is sent anywhere: no "frames with faces will be sent to api.openai.com"
     (row,) = json.loads((out / "report" / "summary.json").read_text())["variants"]
     assert row["name"] == "template=direct" and row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)
+    # the dataset moved: the report is rebuilt with the new --data-root alone (README's own
+    # example; before, "found no results ... made with these settings")
+    moved = tmp_path / "DFEW-on-another-disk"
+    shutil.copytree(dfew_layout, moved)
+    again = CliRunner().invoke(
+        app, ["ablate", "--report-only", "--out", str(out), "--data-root", str(moved), "--bootstrap", "0", "--examples", "0"]
+    )
+    assert again.exit_code == 0, again.output
+    (row,) = json.loads((out / "report" / "summary.json").read_text())["variants"]
+    assert row["n"] == 2 and row["metrics"]["war"] == pytest.approx(0.5)
     fresh = CliRunner().invoke(app, ["ablate", "--report-only", "--out", str(tmp_path / "never-ran")])
     assert fresh.exit_code == 1
     assert "--report-only needs DATA and --grid: " in " ".join(fresh.output.split()), fresh.output
