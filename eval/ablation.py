@@ -166,17 +166,24 @@ def served_model(base: Any) -> Any:
     empty (n = 0 in every row)."""
     if base.backend != "openai" or base.model:
         return base
+    return replace(base, model=_ask_server(base))
+
+
+def _ask_server(cfg: Any) -> str:
+    """Check the server ``cfg`` talks to and return the model it answers with: a dead
+    server, a rejected key or (on vLLM) a model it does not serve is one sentence, before
+    anything runs."""
     from sovtp import pipeline
 
     async def ask() -> str:
-        backend = pipeline._make_backend(base)
+        backend = pipeline._make_backend(cfg)
         try:
-            await backend.check()  # a dead server or a rejected key: one sentence, before anything runs
+            await backend.check()
             return backend.model
         finally:
             await backend.aclose()
 
-    return replace(base, model=asyncio.run(ask()))
+    return asyncio.run(ask())
 
 
 def _check_grid_models(variants: Sequence[Variant], base: Any) -> None:
@@ -185,24 +192,15 @@ def _check_grid_models(variants: Sequence[Variant], base: Any) -> None:
     the others had run for hours."""
     if base.backend != "openai":
         return  # a local model is loaded when its variants run; a missing one is one sentence then
-    from sovtp import pipeline
     from sovtp.errors import UserError
 
     first: dict[str, Variant] = {}
     for v in variants:
         if v.config.model and v.config.model != base.model:
             first.setdefault(v.config.model, v)
-
-    async def check(cfg: Any) -> None:
-        backend = pipeline._make_backend(cfg)
-        try:
-            await backend.check()
-        finally:
-            await backend.aclose()
-
     for v in first.values():
         try:
-            asyncio.run(check(v.config))
+            _ask_server(v.config)
         except UserError as exc:
             raise AblationError(f"variant {v.name}: {str(exc).replace('fix --model', 'fix the model in --grid')}") from None
 
@@ -309,8 +307,8 @@ def variant_records(
 
     found: dict[str, Result] = {}
     for r in load_results(path):
-        if r.path not in wanted and rename is not None and rename(r.path) in wanted:
-            r = r.model_copy(update={"path": rename(r.path)})
+        if r.path not in wanted and rename is not None:
+            r = r.model_copy(update={"path": rename(r.path)})  # recorded before the dataset moved
         if r.path not in wanted:
             continue
         expected = stable_key("result", r.content_hash, answer_key) if answer_key is not None else run_key_for(r.content_hash, config)
@@ -622,111 +620,90 @@ def ablate(
     out_dir = Path(out_dir)
     if not items:
         raise AblationError("the dataset has no items; check DATA (and --split)")
-    from sovtp.results import hold_run_lock
+    from sovtp.results import run_lock
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # one ablation (or report) per folder at a time: a second one on the same --out rewrote
     # plan.json and the report under the first, and ran beside it once it reached a variant
     # the first was not writing
-    lock = hold_run_lock(out_dir / "plan.json")
-    try:
-        return _ablate(items, grid, base, out_dir, baseline, n_boot, seed, examples, run, progress, on_variant, dataset)
-    finally:
-        if lock is not None:
-            import os
+    with run_lock(out_dir / "plan.json"):
+        from sovtp.eval.report import model_fingerprint, versions, write_report
 
-            os.close(lock)
+        from sovtp.results import write_json_atomic
 
+        if run:
+            base = served_model(base)
+        variants = expand_grid(grid, base)
+        base_variant = find_variant(variants, baseline)
+        if len({v.slug for v in variants}) != len(variants):
+            raise AblationError("two variants map to the same results file name; use simpler grid values")
+        if run:  # a variant every item would fail (its template, cues or settings) stops the grid before any runs
+            from sovtp.errors import UserError
+            from sovtp.pipeline import Preparer
 
-def _ablate(
-    items: Sequence[InputItem],
-    grid: Mapping[str, Sequence[str]],
-    base: Any,
-    out_dir: Path,
-    baseline: str | None,
-    n_boot: int,
-    seed: int,
-    examples: int,
-    run: bool,
-    progress: Callable[[Variant, Result], None] | None,
-    on_variant: Callable[[Variant, dict[str, Any]], None] | None,
-    dataset: Mapping[str, Any] | None,
-) -> AblationOutcome:
-    from sovtp.eval.report import model_fingerprint, versions, write_report
-
-    from sovtp.results import write_json_atomic
-
-    if run:
-        base = served_model(base)
-    variants = expand_grid(grid, base)
-    base_variant = find_variant(variants, baseline)
-    if len({v.slug for v in variants}) != len(variants):
-        raise AblationError("two variants map to the same results file name; use simpler grid values")
-    if run:  # a variant every item would fail (its template, cues or settings) stops the grid before any runs
-        from sovtp.errors import UserError
-        from sovtp.pipeline import Preparer
-
-        for v in variants:
-            try:
-                Preparer(v.config).check()  # what each variant's run checks first, for all of them at once
-            except UserError as exc:
-                raise AblationError(f"variant {v.name}: {exc}") from None
-        _check_grid_models(variants, base)
-    # --report-only scores the records the run made: with the answer keys that run stored
-    # in plan.json (model, frames, labels...), so the options need not be repeated
-    stored = _stored_answer_keys(out_dir) if not run else {}
-    if run:  # a report-only pass never writes the plan: its options may not be the run's
-        write_json_atomic(
-            out_dir / "plan.json",
-            {
-                "grid": dict(grid),
-                "baseline": base_variant.name,
-                "labels": _labels_record(base.labels),
-                **({"dataset": dict(dataset)} if dataset else {}),
-                "variants": [
-                    {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
-                    for v in variants
-                ],
+            for v in variants:
+                try:
+                    Preparer(v.config).check()  # what each variant's run checks first, for all of them at once
+                except UserError as exc:
+                    raise AblationError(f"variant {v.name}: {exc}") from None
+            _check_grid_models(variants, base)
+        # --report-only scores the records the run made: with the answer keys that run stored
+        # in plan.json (model, frames, labels...), so the options need not be repeated
+        stored = _stored_answer_keys(out_dir) if not run else {}
+        if run:  # a report-only pass never writes the plan: its options may not be the run's
+            write_json_atomic(
+                out_dir / "plan.json",
+                {
+                    "grid": dict(grid),
+                    "baseline": base_variant.name,
+                    "labels": _labels_record(base.labels),
+                    **({"dataset": dict(dataset)} if dataset else {}),
+                    "variants": [
+                        {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
+                        for v in variants
+                    ],
+                },
+            )
+        runs = run_variants(items, variants, out_dir, progress, on_variant) if run else []
+        rename = None if run else moved_dataset(stored_plan(out_dir).get("dataset"), dataset)
+        summary, scores, records = summarize(
+            items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None, rename=rename
+        )
+        if not run and not any(records.values()):
+            where = (
+                "plan.json has no stored settings (an ablation from an older sovtp)"
+                if not stored
+                else "plan.json's settings match no record"
+            )
+            raise AblationError(
+                f"--report-only found no results in {out_dir / 'results'} made with these settings ({where}); "
+                "repeat the run's --model, --frames, --labels and other options, or rerun the ablation"
+            )
+        shown = collect_examples(items, variants, records, summary, out_dir, examples)
+        # --report-only: the model and settings are those of the run that made the results
+        previous = _previous_manifest(out_dir) if not run else {}
+        manifest = {
+            "sovtp_ablation_manifest": 1,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": versions(),
+            "model": previous.get("model") or model_fingerprint(base.model),
+            "backend": previous.get("backend") or base.backend,
+            "labels": _labels_record(base.labels),
+            "seeds": {"bootstrap": seed, "decoding": base.seed, "temperature": base.temperature},
+            "data": {"fingerprint": summary["data_fingerprint"], "items": len(items)},
+            "grid": dict(grid),
+            "baseline": base_variant.name,
+            "templates": {v.name: sorted({r.template_hash for r in records[v.name].values() if r.template_hash}) for v in variants},
+            "base_config": previous.get("base_config") or (base.public_dict() if hasattr(base, "public_dict") else {}),
+            "variants": {
+                v.name: {
+                    "settings": v.settings,
+                    "results": f"results/{v.slug}.jsonl",
+                    "answer_key": stored.get(v.name) or v.config.answer_key(),
+                }
+                for v in variants
             },
-        )
-    runs = run_variants(items, variants, out_dir, progress, on_variant) if run else []
-    rename = None if run else moved_dataset(stored_plan(out_dir).get("dataset"), dataset)
-    summary, scores, records = summarize(
-        items, variants, out_dir, base.labels, base_variant, n_boot=n_boot, seed=seed, answer_keys=stored or None, rename=rename
-    )
-    if not run and not any(records.values()):
-        where = (
-            "plan.json has no stored settings (an ablation from an older sovtp)" if not stored else "plan.json's settings match no record"
-        )
-        raise AblationError(
-            f"--report-only found no results in {out_dir / 'results'} made with these settings ({where}); "
-            "repeat the run's --model, --frames, --labels and other options, or rerun the ablation"
-        )
-    shown = collect_examples(items, variants, records, summary, out_dir, examples)
-    # --report-only: the model and settings are those of the run that made the results
-    previous = _previous_manifest(out_dir) if not run else {}
-    manifest = {
-        "sovtp_ablation_manifest": 1,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": versions(),
-        "model": previous.get("model") or model_fingerprint(base.model),
-        "backend": previous.get("backend") or base.backend,
-        "labels": _labels_record(base.labels),
-        "seeds": {"bootstrap": seed, "decoding": base.seed, "temperature": base.temperature},
-        "data": {"fingerprint": summary["data_fingerprint"], "items": len(items)},
-        "grid": dict(grid),
-        "baseline": base_variant.name,
-        "templates": {v.name: sorted({r.template_hash for r in records[v.name].values() if r.template_hash}) for v in variants},
-        "base_config": previous.get("base_config") or (base.public_dict() if hasattr(base, "public_dict") else {}),
-        "variants": {
-            v.name: {
-                "settings": v.settings,
-                "results": f"results/{v.slug}.jsonl",
-                "answer_key": stored.get(v.name) or v.config.answer_key(),
-            }
-            for v in variants
-        },
-        "runs_this_invocation": runs,
-    }
-    report = write_report(out_dir / "report", summary, scores, manifest, shown)
-    return AblationOutcome(summary, scores, report, runs)
+            "runs_this_invocation": runs,
+        }
+        report = write_report(out_dir / "report", summary, scores, manifest, shown)
+        return AblationOutcome(summary, scores, report, runs)

@@ -12,6 +12,7 @@ file holds each item exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -99,6 +100,17 @@ def hold_run_lock(path: Path) -> int | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """:func:`hold_run_lock` for the length of a block."""
+    fd = hold_run_lock(path)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 class ResultsInUse(UserError):
