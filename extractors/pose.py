@@ -61,16 +61,15 @@ def _blank_faces(pixels: np.ndarray, ox: int, oy: int, others: Sequence[Box], fa
     out = pixels.copy()
     h, w = out.shape[:2]
     fill = pixels.reshape(-1, pixels.shape[-1]).mean(axis=0).astype(pixels.dtype)
+
+    def region(b: Box) -> tuple[slice, slice]:  # the box in crop coordinates
+        x1, y1, x2, y2 = Box(x1=b.x1 - ox, y1=b.y1 - oy, x2=b.x2 - ox, y2=b.y2 - oy).clipped(w, h).as_int()
+        return slice(y1, y2), slice(x1, x2)
+
     for b in others:
-        x1, y1 = max(int(b.x1) - ox, 0), max(int(b.y1) - oy, 0)
-        x2, y2 = min(int(np.ceil(b.x2)) - ox, w), min(int(np.ceil(b.y2)) - oy, h)
-        if x2 > x1 and y2 > y1:
-            out[y1:y2, x1:x2] = fill
+        out[region(b)] = fill
     if face is not None:
-        x1, y1 = max(int(face.x1) - ox, 0), max(int(face.y1) - oy, 0)
-        x2, y2 = min(int(np.ceil(face.x2)) - ox, w), min(int(np.ceil(face.y2)) - oy, h)
-        if x2 > x1 and y2 > y1:
-            out[y1:y2, x1:x2] = pixels[y1:y2, x1:x2]
+        out[region(face)] = pixels[region(face)]
     return out
 
 

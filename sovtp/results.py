@@ -69,10 +69,6 @@ def is_final(result: Result) -> bool:
     return result.status != "error" or result.meta.get("error_kind") in FINAL_ERROR_KINDS
 
 
-def _real(path: str) -> str:
-    return os.path.realpath(path)
-
-
 def hold_run_lock(path: Path) -> int | None:
     """Hold an exclusive lock on ``path`` for one run (a ``.<name>.lock`` file beside it,
     released when the run closes the file or its process dies). Two runs appending to one
@@ -185,14 +181,14 @@ class ResultsWriter:
         beside the recorded one does not count, so every copy gets its own record (the
         caches make its answer free). A runner that skips a moved input calls
         :meth:`follow`, so its record takes the new path."""
-        return (run_key, path) in self.finished or run_key in self.moved_keys or (run_key, _real(path)) in self.finished_real
+        return (run_key, path) in self.finished or run_key in self.moved_keys or (run_key, os.path.realpath(path)) in self.finished_real
 
     @functools.cached_property
     def finished_real(self) -> frozenset[tuple[str, str]]:
         """(run key, resolved path) of the file's earlier final records: the same file named
         another way (relative then absolute, through a link) is the same input."""
         with self._lock:
-            return frozenset((key, _real(path)) for key, path in self.finished)
+            return frozenset((key, os.path.realpath(path)) for key, path in self.finished)
 
     @functools.cached_property
     def moved_keys(self) -> frozenset[str]:
@@ -267,9 +263,9 @@ def compact(path: Path, moved: dict[str, list[str]] | None = None) -> None:
         if not finals:
             continue
         for p in paths:
-            real, name = _real(p), Path(p).name
+            real, name = os.path.realpath(p), Path(p).name
             source = (
-                next((r for r in finals if not gone(r) and _real(r.path) == real), None)  # the same file, named another way
+                next((r for r in finals if not gone(r) and os.path.realpath(r.path) == real), None)  # the same file, named another way
                 or next((r for r in finals if gone(r) and Path(r.path).name == name), None)
                 or next((r for r in finals if gone(r)), None)
                 or finals[0]
