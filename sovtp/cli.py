@@ -79,7 +79,18 @@ PoseWeightsOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--pose-weights",
+        exists=True,
+        dir_okay=False,
         help="Ultralytics YOLO-pose weights (.pt): multi-person pose in one pass instead of mediapipe (ultralytics is AGPL-3.0).",
+    ),
+]
+FaceLandmarkerOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--face-landmarker",
+        exists=True,
+        dir_okay=False,
+        help="MediaPipe's face_landmarker.task (Apache-2.0, downloaded once): AUs from its learned blendshape model instead of the geometric estimates.",
     ),
 ]
 PrivacyOpt = Annotated[
@@ -134,6 +145,12 @@ def _config(**kw):
         if "yolo_pose" not in names:
             names += ("yolo_pose",)
         params["yolo_pose"] = {"weights": str(pose_weights)}
+    face_landmarker = kw.pop("face_landmarker", None)
+    if face_landmarker is not None:
+        names = tuple("blendshapes" if n == "aus" else n for n in names)
+        if "blendshapes" not in names:
+            names += ("blendshapes",)
+        params["blendshapes"] = {"model": str(face_landmarker)}
     no_cache = kw.pop("no_cache")
     cache_dir = kw.pop("cache_dir")
     include = _parse_cues(kw.pop("cues"))
@@ -292,6 +309,7 @@ def run(
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
+    face_landmarker: FaceLandmarkerOpt = None,
     base_url: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -384,7 +402,7 @@ def run(
             options["engine_kwargs"] = _engine_args(engine_arg)
     config = _config(
         backend=backend, model=model, template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling,
-        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, concurrency=concurrency, workers=workers, temperature=temperature,
+        target=target, structured=structured, per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, face_landmarker=face_landmarker, concurrency=concurrency, workers=workers, temperature=temperature,
         max_tokens=max_tokens, seed=seed, image_max_side=image_max_side, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side, backend_options=options,
         frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
@@ -444,6 +462,7 @@ def prompt(
     privacy: PrivacyOpt = "none",
     extractors: ExtractorsOpt = None,
     pose_weights: PoseWeightsOpt = None,
+    face_landmarker: FaceLandmarkerOpt = None,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = 1280,
@@ -463,7 +482,7 @@ def prompt(
     _use_template_dir(template_dir)
     config = _config(
         template=template, visual=visual, layout=layout, labels=labels, cues=cues, num_frames=frames, sampling=sampling, target=target,
-        per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
+        per_face=per_face, privacy=privacy, extractors=extractors, pose_weights=pose_weights, face_landmarker=face_landmarker, cache_dir=cache_dir, no_cache=no_cache, max_side=max_side,
         image_max_side=image_max_side, frame_folders=frame_folders, frame_rate=frame_rate,
     )  # fmt: skip
     _exit_if_nothing_exists(inputs)

@@ -33,6 +33,7 @@ PROVIDER_NOTES: dict[str, str] = {
     "geometric": "geometric estimates from facial landmarks",
     "py-feat": "predictions of py-feat's learned AU model",
     "pyfeat": "predictions of py-feat's learned AU model",
+    "mediapipe-blendshapes": "blendshape scores of MediaPipe's learned face model, read as AUs",
 }
 EXPRESSION_NOTE = "an automatic estimate, not ground truth"
 AU_THRESHOLD = 0.2  # weaker readings are left out of the text (noise for geometric estimates)
@@ -42,7 +43,7 @@ AU_TOP = 5
 EXTRACTORS_OF: dict[str, tuple[str, ...]] = {
     "faces": ("faces",),
     "landmarks": ("landmarks",),
-    "aus": ("aus", "pyfeat"),
+    "aus": ("aus", "pyfeat", "blendshapes"),
     "pose": ("pose", "yolo_pose"),
     "scene": ("scene",),
     "expressions": ("expressions",),

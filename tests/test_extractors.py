@@ -137,7 +137,8 @@ DISGUST_XFAIL = pytest.mark.xfail(
     strict=True,
     reason=(
         "known limitation: on this 45-degree-yaw disgust photo the frontalised mesh puts the alae and upper lip at "
-        "neutral-population heights (AU9 and AU10 read 0) while the narrowed eyes read as AU7"
+        "neutral-population heights (AU9 and AU10 read 0) while the narrowed eyes read as AU7; MediaPipe's learned "
+        "blendshape model reads the same (nose sneer and upper-lip raise 0, lid tightening first: tests/test_blendshape_aus.py)"
     ),
 )
 

