@@ -35,8 +35,10 @@ def top(aus: dict[int, float], k: int = 5) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per photo for ms per face")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per photo for ms per face (1 or more)")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be 1 or more")
 
     from sovtp.extractors.blendshape_aus import BlendshapeAUs
     from sovtp.extractors.faces import MediapipeFaces

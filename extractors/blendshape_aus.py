@@ -4,14 +4,17 @@
 Why a third AU provider: py-feat's learned models need hub weights and torch; the
 geometric estimator is hand-built. MediaPipe's face landmarker bundle (3.7 MB,
 Apache-2.0, ``face_landmarker/float16/1``) carries a small learned model that scores the
-52 ARKit blendshapes from the face mesh, runs in about a millisecond on a CPU, and needs
-nothing beyond the mediapipe sovtp already pins. The 0.10.21 wheel does not ship the
+52 ARKit blendshapes from the face mesh (with the landmarker's own detector and mesh,
+about 8 ms a face on a 2-core CPU), and needs nothing beyond the mediapipe sovtp already
+pins. The 0.10.21 wheel does not ship the
 bundle, so it is a file the user downloads once::
 
     https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task
 
-and names with ``--face-landmarker PATH`` (or ``extractor_params={"blendshapes":
-{"model": PATH}}``). Without it the extractor is skipped with one sentence saying so.
+and names with ``--face-landmarker PATH``, which runs ``blendshapes`` in place of ``aus``
+(Python API: list ``"blendshapes"`` in ``extractors`` and pass ``extractor_params=
+{"blendshapes": {"model": PATH}}``). A missing or foreign file stops the run before it
+starts, in one sentence (``preflight``).
 
 How a face is scored: the landmarker runs on a square crop around each tracked face box
 in each sampled frame (like the mesh: its own detector is short-range, so a whole group
@@ -21,7 +24,8 @@ is kept; a result centred outside the box belongs to a neighbour and is dropped.
 Blendshapes are not FACS action units. :data:`BLENDSHAPE_AUS` maps each AU to the
 blendshapes that describe the same movement (after Apple's ARKit blendshape definitions
 and the usual ARKit-to-FACS correspondence); a two-sided AU takes the stronger side,
-because FACS scores a one-sided action as present. The cue text names the provider, so
+because FACS scores a one-sided action as present, except AU43 (eyes closed), which
+takes the weaker: one shut eye is a wink. The cue text names the provider, so
 the prompt says these are a learned model's blendshape scores, not coded AUs. AU25 (lips
 part) has no blendshape of its own and is left out rather than guessed. The clip summary
 is the 90th percentile over the frames, as for the other providers.
@@ -82,23 +86,6 @@ def blendshapes_to_aus(scores: Mapping[str, float]) -> dict[int, float]:
     return out
 
 
-def model_identity(path: str | None) -> str | None:
-    """The bundle's SHA-256 (None when there is no such file): the cache key follows the
-    model's content, so another bundle saved under the same name is scored anew. Hashed
-    on every call, not memoised on size and mtime: 3.7 MB take about 10 ms, and a file
-    rewritten within one timestamp tick must not keep the old key."""
-    if not path or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 class BlendshapeAUs:
     """AUs of every tracked face in every sampled frame from MediaPipe's blendshape model."""
 
@@ -108,25 +95,48 @@ class BlendshapeAUs:
     requires: ClassVar[tuple[str, ...]] = ("faces",)
 
     def __init__(self, model: str | None = None, crop_scale: float = 1.6, min_confidence: float = 0.5, percentile: float = 90.0) -> None:
-        self.model = str(model) if model else None
+        self.model = str(Path(model).expanduser()) if model else None
         self.crop_scale = float(crop_scale)
         self.min_confidence = float(min_confidence)
         self.percentile = float(percentile)
+        self._bundle: tuple[bytes, str] | None = None  # the model file's bytes and SHA-256, read once
         self._landmarker: Any = None
+
+    def _read_bundle(self) -> tuple[bytes, str] | None:
+        """The bundle's bytes and SHA-256, read once per instance (None while there is no
+        such file). The cache key and the model both come from these bytes: a file
+        replaced or rewritten during a run can neither put the old model's AUs under the
+        new file's key nor pull pages from under a memory-mapped model."""
+        if self._bundle is None and self.model and Path(self.model).is_file():
+            try:
+                data = Path(self.model).read_bytes()
+            except OSError:
+                return None
+            self._bundle = (data, hashlib.sha256(data).hexdigest())
+        return self._bundle
 
     @property
     def params(self) -> Mapping[str, Any]:
+        bundle = self._read_bundle()
         return {
-            "model_sha256": model_identity(self.model),
+            # the model's content, not its path: a copy elsewhere keys the same, another
+            # bundle saved under the same name does not
+            "model_sha256": bundle[1] if bundle else None,
             "crop_scale": self.crop_scale,
             "min_confidence": self.min_confidence,
             "percentile": self.percentile,
         }
 
+    def preflight(self) -> None:
+        """Load the model before a run starts (the runner calls this once): a missing or
+        foreign file the user named is one sentence then, not a skipped cue on every item."""
+        self._load()
+
     def _load(self) -> Any:
         if self._landmarker is not None:
             return self._landmarker
-        if not self.model or not Path(self.model).is_file():
+        bundle = self._read_bundle()
+        if bundle is None:
             where = f"at {self.model!r}" if self.model else "(no file given)"
             raise ExtractorUnavailable(
                 f"MediaPipe's face_landmarker.task was not found {where}; download it from {MODEL_URL} "
@@ -139,7 +149,7 @@ class BlendshapeAUs:
                 f"mediapipe's tasks API could not be imported ({type(exc).__name__}); install it with `pip install mediapipe==0.10.21` (needs numpy<2, protobuf<5)"
             ) from None
         options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(self.model)),
+            base_options=BaseOptions(model_asset_buffer=bundle[0]),
             running_mode=vision.RunningMode.IMAGE,
             # Two at most: a neighbour can enter the crop; the one nearest the box is kept.
             num_faces=2,

@@ -90,7 +90,7 @@ FaceLandmarkerOpt = Annotated[
         "--face-landmarker",
         exists=True,
         dir_okay=False,
-        help="MediaPipe's face_landmarker.task (Apache-2.0, downloaded once): AUs from its learned blendshape model instead of the geometric estimates.",
+        help="A local copy of MediaPipe's face_landmarker.task (Apache-2.0; download it once from storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task): AUs from its learned blendshape model instead of the geometric estimates.",
     ),
 ]
 PrivacyOpt = Annotated[
@@ -147,9 +147,10 @@ def _config(**kw):
         params["yolo_pose"] = {"weights": str(pose_weights)}
     face_landmarker = kw.pop("face_landmarker", None)
     if face_landmarker is not None:
-        names = tuple("blendshapes" if n == "aus" else n for n in names)
-        if "blendshapes" not in names:
-            names += ("blendshapes",)
+        if "blendshapes" not in names:  # listed already: the user's order stands
+            names = tuple("blendshapes" if n == "aus" else n for n in names)
+            if "blendshapes" not in names:
+                names += ("blendshapes",)
         params["blendshapes"] = {"model": str(face_landmarker)}
     no_cache = kw.pop("no_cache")
     cache_dir = kw.pop("cache_dir")

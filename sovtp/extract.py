@@ -54,6 +54,11 @@ class Extractor(Protocol):
     without (the scene measures whole frames, and per person when there are faces). It
     runs after their providers and is keyed on them, and is not skipped when they are
     empty.
+
+    An extractor may also define ``preflight()``, called once before a run starts: one
+    whose model is a file the user named loads it there, so that a missing or foreign
+    file stops the run in one sentence (``ExtractorUnavailable``) instead of leaving that
+    cue out of every item.
     """
 
     name: ClassVar[str]
@@ -195,13 +200,16 @@ def run_extractors(
 
     def key_for(i: int, upstream_keys: Mapping[int, str]) -> str:
         ext = ordered[i]
-        keys_by_kind: dict[str, str] = {}
+        # Every provider of a kind: with two AU providers (geometric, then a learned one
+        # laid over it per face) the expressions read both, so both key them.
+        keys_by_kind: dict[str, list[str]] = {}
         for j in builds_on[i]:
             # A provider still running counts as one that will run: only the early pose's
             # cache probe asks then, and a provider that is skipped ends the pose anyway.
             if j not in patches or ordered[j].name in patches[j].ran:
-                keys_by_kind.update({kind: upstream_keys[j] for kind in ordered[j].provides})
-        upstream = sorted(keys_by_kind[k] for k in (*ext.requires, *_uses(ext)) if k in keys_by_kind)
+                for kind in ordered[j].provides:
+                    keys_by_kind.setdefault(kind, []).append(upstream_keys[j])
+        upstream = sorted(key for k in (*ext.requires, *_uses(ext)) for key in keys_by_kind.get(k, ()))
         return stable_key("cues", clip.content_hash, sampling_key, ext.name, ext.version, dict(ext.params), upstream)
 
     def start_prefetch(i: int, key: str) -> FaceFeed | None:

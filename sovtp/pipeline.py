@@ -11,6 +11,7 @@ of prepared ones, so memory stays flat however long the folder. Every finished i
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from sovtp.backends.base import checkpoint_identity
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.cpus import decode_threads
 from sovtp.errors import UserError
-from sovtp.extract import ExtractionReport, Extractor, load_extractor, run_extractors
+from sovtp.extract import ExtractionReport, Extractor, ExtractorUnavailable, load_extractor, run_extractors
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
 from sovtp.net import redact_url, scrub_urls
@@ -98,7 +99,7 @@ class RunConfig:
             "per_face": self.per_face,
             "privacy": self.privacy,
             "extractors": list(self.extractors),
-            "extractor_params": self.extractor_params,
+            "extractor_params": keyed_extractor_params(self.extractor_params),
             "max_side": self.max_side,
             "image_max_side": self.image_max_side,
             "temperature": self.temperature,
@@ -273,6 +274,15 @@ class Preparer:
         check_template(self.template, labels=self.config.labels)
         check_needs(self.template, {kind for e in self.extractors for kind in e.provides})
         check_combination(self.config, self.template, self.visual)
+        for ext in self.extractors:
+            # An extractor whose model is a file the user named (--face-landmarker) loads
+            # it now: a foreign file would otherwise be a skipped cue on every item.
+            preflight = getattr(ext, "preflight", None)
+            if callable(preflight):
+                try:
+                    preflight()
+                except ExtractorUnavailable as exc:
+                    raise UserError(f"the {ext.name} extractor cannot run: {exc}") from None
 
     @property
     def visual(self) -> str:
@@ -398,6 +408,32 @@ class Preparer:
         except Exception as exc:  # one item's bug must not stop the folder
             p.error, p.error_kind = f"{item.path.name}: could not prepare the prompt ({type(exc).__name__}: {exc})", "internal"
         return p
+
+
+def keyed_extractor_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``extractor_params`` as run keys hold them: a value that names an existing file (a
+    model the user gave, as --face-landmarker or --pose-weights do) becomes its content
+    digest, so resume follows the model, not the spelling of its path: another model
+    saved under the same name is answered anew, and ``./m.task`` is ``/abs/m.task``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in params.items():
+        keyed: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, str | Path) and value and Path(value).expanduser().is_file():
+                file = Path(value).expanduser().resolve()
+                stat = file.stat()
+                value = {"file_sha256": _file_digest(str(file), stat.st_size, stat.st_mtime_ns)}
+            keyed[key] = value
+        out[name] = keyed
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of one state of a model file (cached: run keys ask once per item)."""
+    from sovtp.types import file_sha256
+
+    return file_sha256(Path(path))
 
 
 def run_key_for(content_hash: str, config: RunConfig) -> str:

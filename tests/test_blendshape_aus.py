@@ -128,3 +128,91 @@ def test_cli_face_landmarker_swaps_the_geometric_aus_and_checks_the_path(media: 
         env=env,
     )
     assert typo.returncode == 2 and "does not exist" in typo.stderr and not (tmp_path / "pv2").exists()
+
+
+def test_the_run_key_follows_the_model_file_not_the_spelling_of_its_path(landmarker: Path, tmp_path: Path, monkeypatch) -> None:
+    from sovtp.pipeline import RunConfig, run_key_for
+
+    local = tmp_path / "face_landmarker.task"
+    shutil.copy(landmarker, local)
+    monkeypatch.chdir(tmp_path)
+
+    def key(path: str) -> str:
+        config = RunConfig(extractors=("faces", "landmarks", "blendshapes"), extractor_params={"blendshapes": {"model": path}})
+        return run_key_for("clip-hash", config)
+
+    assert key("face_landmarker.task") == key(str(local)) == key("./face_landmarker.task")
+    os.utime(local, ns=(1, 1))  # the same bytes with another date: the same model
+    assert key("face_landmarker.task") == key(str(landmarker))
+    local.write_bytes(b"another model under the same name")
+    assert key("face_landmarker.task") != key(str(landmarker))
+
+
+def test_a_model_file_replaced_during_a_run_changes_neither_key_nor_model(media: Path, landmarker: Path, tmp_path: Path) -> None:
+    local = tmp_path / "face_landmarker.task"
+    shutil.copy(landmarker, local)
+    extractor = BlendshapeAUs(model=str(local))
+    before = dict(extractor.params)
+    clip = image_clip(media / "0-f15-hao-ph.jpg")
+    first = run_extractors(clip, [MediapipeFaces(), extractor]).cues
+    local.write_bytes(b"junk")  # re-downloaded over it, say
+    assert extractor.params == before  # the key names the bytes the model was built from
+    again = run_extractors(clip, [MediapipeFaces(), extractor]).cues
+    assert not again.skipped and again.aus == first.aus
+
+
+def test_a_tilde_in_the_model_path_is_the_home_folder(landmarker: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(landmarker, tmp_path / "face_landmarker.task")
+    extractor = BlendshapeAUs(model="~/face_landmarker.task")
+    extractor.preflight()
+    assert extractor.params["model_sha256"] == BlendshapeAUs(model=str(landmarker)).params["model_sha256"]
+
+
+def test_a_foreign_model_file_stops_the_run_before_it_starts(media: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "face_landmarker.task"
+    junk.write_bytes(b"<html>404 not found</html>")  # what a failed download leaves
+    sovtp = str(Path(sys.executable).parent / "sovtp")
+    env = {**os.environ, "SOVTP_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sovtp, "prompt", str(media / "single_face.jpg"), "--face-landmarker", str(junk), "--out", str(tmp_path / "pv")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "the blendshapes extractor cannot run" in proc.stderr and "is not a MediaPipe face landmarker bundle" in proc.stderr
+    assert not (tmp_path / "pv").exists()
+
+
+def test_listing_blendshapes_after_aus_keeps_the_geometric_aus_where_it_finds_no_face(landmarker: Path) -> None:
+    from sovtp.cli import _config
+
+    def names(extractors: str | None) -> tuple[str, ...]:
+        config = _config(
+            labels="dfew", extractors=extractors, face_landmarker=landmarker, no_cache=True, cache_dir=None, cues=None, template="sovtp"
+        )
+        return config.extractors
+
+    assert names(None) == ("faces", "landmarks", "blendshapes", "pose", "scene", "expressions")
+    assert names("faces,landmarks,aus,blendshapes,expressions") == ("faces", "landmarks", "aus", "blendshapes", "expressions")
+    assert names("faces,pose") == ("faces", "pose", "blendshapes")
+
+
+def test_expressions_are_keyed_on_every_au_provider_they_read(media: Path, landmarker: Path, tmp_path: Path) -> None:
+    from sovtp.extractors.expressions import PrototypeExpressions
+    from sovtp.extractors.geometric_aus import GeometricAUs
+    from sovtp.extractors.landmarks import MediapipeMesh
+
+    from sovtp.cache import JsonCache
+
+    clip = image_clip(media / "multi_face.jpg")
+
+    def run(geometric: GeometricAUs):
+        stack = [MediapipeFaces(), MediapipeMesh(), geometric, BlendshapeAUs(model=str(landmarker)), PrototypeExpressions()]
+        return run_extractors(clip, stack, cache=JsonCache(tmp_path, "cues"))
+
+    run(GeometricAUs())
+    second = run(GeometricAUs(percentile=50))  # the geometric AUs change; the blendshapes do not
+    assert "blendshapes" in second.cache_hits and "aus" not in second.cache_hits
+    assert "expressions" not in second.cache_hits
