@@ -16,6 +16,12 @@ estimator measures; AU24/AU16/AU27 are not measured):
 A prototype's score is the mean intensity of its core AUs (0.75 weight) and its optional
 AUs (0.25), so a match needs the core; neutral scores 1 minus the strongest prototype,
 floored at 0.15 so a face without evidence reads neutral. Scores are normalised to sum 1.
+
+Only the AUs the face's provider measured take part: an AU missing from its readings is
+unknown, not 0. The geometric estimator and py-feat measure every AU above; MediaPipe's
+blendshapes have no AU23 or AU25, which would otherwise cap angry at 3/4 of its core
+and keep surprise and fear from their optional parts. A prototype none of whose core AUs
+was measured scores 0.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 
 
 def prototype_scores(aus: Mapping[int, float]) -> dict[str, float]:
-    """Normalised scores over the DFEW-7 labels from AU intensities (see module docstring)."""
+    """Normalised scores over the DFEW-7 labels from the measured AU intensities (see
+    module docstring)."""
     raw: dict[str, float] = {}
     for label, (core, optional) in PROTOTYPES.items():
-        c = sum(aus.get(a, 0.0) for a in core) / len(core)
-        o = sum(aus.get(a, 0.0) for a in optional) / len(optional) if optional else c
+        core_read = [aus[a] for a in core if a in aus]
+        optional_read = [aus[a] for a in optional if a in aus]
+        c = sum(core_read) / len(core_read) if core_read else 0.0
+        o = sum(optional_read) / len(optional_read) if optional_read else c
         raw[label] = 0.75 * c + 0.25 * o
     raw["neutral"] = max(0.15, 1.0 - max(raw.values()))
     total = sum(raw.values()) or 1.0

@@ -258,3 +258,17 @@ def test_a_weak_detection_in_one_frame_of_a_clip_is_no_face(media: Path) -> None
     assert cues.faces == [] and cues.target_id is None
     kept = run_extractors(read_clip(media / "no_face.mp4", num_frames=8), [MediapipeFaces(lone_min_score=0.0)]).cues
     assert len(kept.faces) == 1 and len(kept.faces[0].observations) == 1  # the lone detection itself
+
+
+def test_expression_prototypes_leave_out_aus_the_provider_does_not_measure() -> None:
+    from sovtp.extractors.blendshape_aus import BLENDSHAPE_AUS
+    from sovtp.extractors.expressions import prototype_scores
+
+    # a frown read by a provider that has no AU23 or AU25 (MediaPipe's blendshapes)
+    frown = {**dict.fromkeys(BLENDSHAPE_AUS, 0.0), 4: 0.8, 5: 0.8, 7: 0.8}
+    scores = prototype_scores(frown)
+    assert max(scores, key=scores.get) == "angry", scores
+    # measured at 0 is evidence against: the geometric estimator reports every AU
+    measured = prototype_scores({**frown, 23: 0.0, 17: 0.0})
+    assert measured["angry"] < scores["angry"]
+    assert prototype_scores({})["neutral"] == 1.0  # nothing measured: nothing matches
