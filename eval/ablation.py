@@ -46,7 +46,10 @@ AXES: dict[str, str] = {
     "privacy": "privacy",
     "model": "model",
     "per_face": "per_face",
+    "aus": "extractors",  # which AU provider: see with_au_provider
 }
+# aus= grid values -> the extractor plugin that provides the AUs
+AU_PROVIDERS: dict[str, str] = {"geometric": "aus", "blendshapes": "blendshapes", "pyfeat": "pyfeat"}
 FACE_BINS = ("0", "1", "2-3", "4+")
 
 
@@ -104,7 +107,31 @@ def _setting(axis: str, value: str) -> Any:
         return word in ("1", "true", "yes", "on")
     if axis in ("visual", "layout") and value.lower() == "default":
         return None
+    if axis == "aus" and value.lower() not in AU_PROVIDERS:
+        raise AblationError(f"aus={value} is not one of {', '.join(AU_PROVIDERS)}")
     return value
+
+
+def with_au_provider(cfg: Any, value: str) -> Any:
+    """``cfg`` with its AU extractor (geometric ``aus``, ``blendshapes`` or ``pyfeat``) in
+    place of any other, where the first one stood, so the AU source is the one thing a
+    variant of the ``aus`` axis changes; parameters of the providers left out go too."""
+    names = au_provider_names(cfg.extractors, value)
+    params = {k: v for k, v in cfg.extractor_params.items() if k in names}
+    return replace(cfg, extractors=names, extractor_params=params)
+
+
+def au_provider_names(extractors: Sequence[str], value: str) -> tuple[str, ...]:
+    """``extractors`` with the AU provider ``value`` (an ``aus=`` grid value) in place of any other."""
+    chosen = AU_PROVIDERS[value.lower()]
+    names: list[str] = []
+    for name in extractors:
+        name = chosen if name in AU_PROVIDERS.values() else name
+        if name not in names:
+            names.append(name)
+    if chosen not in names:
+        names.append(chosen)
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -127,8 +154,12 @@ def expand_grid(grid: Mapping[str, Sequence[str]], base: Any) -> list[Variant]:
     for combo in itertools.product(*(grid[a] for a in axes)):
         settings = dict(zip(axes, combo, strict=False))
         changes = {AXES[a]: _setting(a, v) for a, v in settings.items()}
+        au_source = changes.pop("extractors", None)
+        config = replace(base, **changes)
+        if au_source is not None:
+            config = with_au_provider(config, au_source)
         name = ",".join(f"{a}={v}" for a, v in settings.items())
-        variants.append(Variant(name, settings, replace(base, **changes)))
+        variants.append(Variant(name, settings, config))
     return variants
 
 

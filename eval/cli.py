@@ -180,7 +180,7 @@ def ablate_command(
         typer.Option(
             "--grid",
             "-g",
-            help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, per_face, model.",
+            help="axis=value1,value2 (repeatable). Axes: visual, cues, template, layout, frames, sampling, target, structured, privacy, per_face, model, aus (geometric, blendshapes, pyfeat).",
             show_default=False,
         ),
     ] = None,
@@ -217,6 +217,15 @@ def ablate_command(
     structured: Annotated[str, typer.Option("--structured", help="auto, json, choice, rank or off.")] = "auto",
     extractors: Annotated[
         str | None, typer.Option("--extractors", help="Comma-separated extractor plugins (default: the standard set).")
+    ] = None,
+    face_landmarker: Annotated[
+        Path | None,
+        typer.Option(
+            "--face-landmarker",
+            exists=True,
+            dir_okay=False,
+            help="A local copy of MediaPipe's face_landmarker.task: the model of the blendshapes AUs (aus=blendshapes in the grid; without an aus axis, every variant uses it instead of the geometric AUs).",
+        ),
     ] = None,
     base_url: Annotated[
         list[str] | None,
@@ -344,13 +353,20 @@ def ablate_command(
     if backend == "vllm" and vllm_python:
         options["vllm_python"] = vllm_python
     names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
+    extractor_params: dict[str, dict[str, Any]] = {}
+    if face_landmarker is not None:
+        extractor_params["blendshapes"] = {"model": str(face_landmarker)}
+        if "aus" not in g and "blendshapes" not in names:  # as `sovtp run --face-landmarker`
+            from sovtp.eval.ablation import au_provider_names
+
+            names = au_provider_names(names, "blendshapes")
     kw: dict[str, Any] = {}
     if cache_dir is not None:
         kw["cache_dir"] = cache_dir
     base = RunConfig(
         backend=backend, model=model, labels=label_set, num_frames=frames, structured=structured, extractors=names,
         concurrency=concurrency, temperature=temperature, max_tokens=max_tokens, max_side=max_side, seed=seed,
-        frame_folders=frame_folders, frame_rate=frame_rate, backend_options=options, **kw,
+        frame_folders=frame_folders, frame_rate=frame_rate, backend_options=options, extractor_params=extractor_params, **kw,
     )  # fmt: skip
     n_variants = 1
     for v in g.values():

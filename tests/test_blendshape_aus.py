@@ -216,3 +216,53 @@ def test_expressions_are_keyed_on_every_au_provider_they_read(media: Path, landm
     second = run(GeometricAUs(percentile=50))  # the geometric AUs change; the blendshapes do not
     assert "blendshapes" in second.cache_hits and "aus" not in second.cache_hits
     assert "expressions" not in second.cache_hits
+
+
+def test_ablate_compares_the_au_sources_on_one_grid_axis(media: Path, landmarker: Path, tmp_path: Path) -> None:
+    """`--grid aus=geometric,blendshapes`: the AU source is the one thing the variants
+    change, each prompt names its source, and the table scores both."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sovtp.cli import app
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(media / "single_face.jpg", data / "smile.jpg")
+    shutil.copy(media / "15-f13-anc-ph.jpg", data / "frown.jpg")
+    (data / "labels.csv").write_text("path,label\nsmile.jpg,happy\nfrown.jpg,angry\n")
+
+    def ablate(*extra: str, out: str = "ablation"):
+        return CliRunner().invoke(
+            app,
+            ["ablate", str(data / "labels.csv"), "--backend", "openai", "--base-url", server.base_url, "--model", "test-model",
+             "--out", str(tmp_path / out), "--bootstrap", "0", "--examples", "0", "--cache-dir", str(tmp_path / "cache"), *extra],
+        )  # fmt: skip
+
+    with FaultServer() as server:
+        res = ablate("--grid", "aus=geometric,blendshapes", "--face-landmarker", str(landmarker))
+        assert res.exit_code == 0, res.output
+        sent = [json.dumps(r["body"]) for r in server.requests]
+        refused = ablate("--grid", "aus=geometric,blendshapes", out="no-model")
+        typo = ablate("--grid", "aus=geometric,learned", out="typo")
+        whole = ablate("--grid", "visual=none", "--face-landmarker", str(landmarker), out="whole")  # no aus axis: as `run` does
+    assert whole.exit_code == 0, whole.output
+    whole_plan = json.loads((tmp_path / "whole" / "plan.json").read_text())
+    assert whole_plan["variants"][0]["answer_key"]["extractors"] == ["faces", "landmarks", "blendshapes", "pose", "scene", "expressions"]
+    assert len(sent) == 4
+    assert sum("geometric estimates from facial landmarks" in s for s in sent) == 2
+    assert sum("blendshape scores of MediaPipe" in s for s in sent) == 2
+    plan = json.loads((tmp_path / "ablation" / "plan.json").read_text())
+    keys = {v["name"]: v["answer_key"] for v in plan["variants"]}
+    assert keys["aus=geometric"]["extractors"] == ["faces", "landmarks", "aus", "pose", "scene", "expressions"]
+    assert keys["aus=geometric"]["extractor_params"] == {}
+    assert keys["aus=blendshapes"]["extractors"] == ["faces", "landmarks", "blendshapes", "pose", "scene", "expressions"]
+    assert set(keys["aus=blendshapes"]["extractor_params"]["blendshapes"]["model"]) == {"file_sha256"}
+    summary = json.loads((tmp_path / "ablation" / "report" / "summary.json").read_text())
+    assert {row["name"]: row["n"] for row in summary["variants"]} == {"aus=geometric": 2, "aus=blendshapes": 2}
+    # a blendshapes variant without the model, or an unknown source, stops before anything runs
+    assert refused.exit_code != 0 and "variant aus=blendshapes" in refused.output and "--face-landmarker PATH" in refused.output
+    assert typo.exit_code != 0 and "aus=learned is not one of geometric, blendshapes, pyfeat" in typo.output
+    assert len(sent) == 4 and not (tmp_path / "no-model" / "results").exists()
