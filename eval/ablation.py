@@ -78,6 +78,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
         if axis not in AXES:
             raise AblationError(f"--grid axis {axis!r} is not one of {', '.join(AXES)}")
         vals = [v.strip() for v in values.split(",") if v.strip()]
+        if axis == "aus":  # names of AU sources: one spelling, so --baseline aus=geometric finds it
+            vals = [v.lower() for v in vals]
         if not vals:
             raise AblationError(f"--grid {axis}= lists no values; give at least one")
         if len(set(vals)) != len(vals):
@@ -122,7 +124,8 @@ def with_au_provider(cfg: Any, value: str) -> Any:
 
 
 def au_provider_names(extractors: Sequence[str], value: str) -> tuple[str, ...]:
-    """``extractors`` with the AU provider ``value`` (an ``aus=`` grid value) in place of any other."""
+    """``extractors`` with the AU provider ``value`` (an ``aus=`` grid value) in place of any
+    other; the geometric AUs bring the mesh they are measured on."""
     chosen = AU_PROVIDERS[value.lower()]
     names: list[str] = []
     for name in extractors:
@@ -131,6 +134,8 @@ def au_provider_names(extractors: Sequence[str], value: str) -> tuple[str, ...]:
             names.append(name)
     if chosen not in names:
         names.append(chosen)
+    if chosen == "aus" and "landmarks" not in names:
+        names.insert(names.index("aus"), "landmarks")
     return tuple(names)
 
 
@@ -673,10 +678,14 @@ def ablate(
             from sovtp.pipeline import Preparer
 
             for v in variants:
+                preparer = Preparer(v.config)
                 try:
-                    Preparer(v.config).check()  # what each variant's run checks first, for all of them at once
+                    preparer.check()  # what each variant's run checks first, for all of them at once
                 except UserError as exc:
                     raise AblationError(f"variant {v.name}: {exc}") from None
+                source = AU_PROVIDERS.get(v.settings.get("aus", ""))
+                if source in preparer.unavailable:  # the one thing the variant is about cannot run
+                    raise AblationError(f"variant {v.name}: the {source} extractor cannot run: {preparer.unavailable[source]}")
             _check_grid_models(variants, base)
         # --report-only scores the records the run made: with the answer keys that run stored
         # in plan.json (model, frames, labels...), so the options need not be repeated
@@ -689,6 +698,10 @@ def ablate(
                     "baseline": base_variant.name,
                     "labels": _labels_record(base.labels),
                     **({"dataset": dict(dataset)} if dataset else {}),
+                    # the base extractors and their parameters (a --face-landmarker path), for
+                    # --report-only's example frames
+                    "extractors": list(base.extractors),
+                    "extractor_params": base.extractor_params,
                     "variants": [
                         {"name": v.name, "settings": v.settings, "results": f"results/{v.slug}.jsonl", "answer_key": v.config.answer_key()}
                         for v in variants

@@ -354,12 +354,18 @@ def ablate_command(
         options["vllm_python"] = vllm_python
     names = tuple(e.strip() for e in extractors.split(",") if e.strip()) if extractors else DEFAULT_EXTRACTORS
     extractor_params: dict[str, dict[str, Any]] = {}
+    if report_only:  # the run's extractors and model file, for the report's example frames
+        if not extractors and isinstance(plan.get("extractors"), list):
+            names = tuple(str(n) for n in plan["extractors"])
+        stored_model = ((plan.get("extractor_params") or {}).get("blendshapes") or {}).get("model")
+        if face_landmarker is None and isinstance(stored_model, str) and Path(stored_model).is_file():
+            face_landmarker = Path(stored_model)
     if face_landmarker is not None:
         extractor_params["blendshapes"] = {"model": str(face_landmarker)}
-        if "aus" not in g and "blendshapes" not in names:  # as `sovtp run --face-landmarker`
-            from sovtp.eval.ablation import au_provider_names
+        if "aus" not in g:  # as `sovtp run --face-landmarker`
+            from sovtp.cli import with_blendshapes
 
-            names = au_provider_names(names, "blendshapes")
+            names = with_blendshapes(names)
     kw: dict[str, Any] = {}
     if cache_dir is not None:
         kw["cache_dir"] = cache_dir
@@ -403,7 +409,9 @@ def ablate_command(
 
     with stop_on_sigterm():
         try:
-            with bar:
+            from sovtp.cli import say_skipped_extractors
+
+            with bar, say_skipped_extractors():
                 outcome = ablate(
                     items,
                     g,

@@ -13,8 +13,8 @@ bundle, so it is a file the user downloads once::
 
 and names with ``--face-landmarker PATH``, which runs ``blendshapes`` in place of ``aus``
 (Python API: list ``"blendshapes"`` in ``extractors`` and pass ``extractor_params=
-{"blendshapes": {"model": PATH}}``). A missing or foreign file stops the run before it
-starts, in one sentence (``preflight``).
+{"blendshapes": {"model": PATH}}``). A missing or foreign file is said in one sentence
+before the run starts (``preflight``), and the run goes on without these AUs.
 
 How a face is scored: the landmarker runs on a square crop around each tracked face box
 in each sampled frame (like the mesh: its own detector is short-range, so a whole group
@@ -93,6 +93,7 @@ class BlendshapeAUs:
     version: ClassVar[str] = "1"
     provides: ClassVar[tuple[str, ...]] = ("aus",)
     requires: ClassVar[tuple[str, ...]] = ("faces",)
+    file_params: ClassVar[tuple[str, ...]] = ("model",)  # run keys hold the model's content, not its path
 
     def __init__(self, model: str | None = None, crop_scale: float = 1.6, min_confidence: float = 0.5, percentile: float = 90.0) -> None:
         self.model = str(Path(model).expanduser()) if model else None
@@ -128,8 +129,8 @@ class BlendshapeAUs:
         }
 
     def preflight(self) -> None:
-        """Load the model before a run starts (the runner calls this once): a missing or
-        foreign file the user named is one sentence then, not a skipped cue on every item."""
+        """Load the model before a run starts (the runner calls this once), so a missing
+        or foreign file is said once, at the start, not only in every record."""
         self._load()
 
     def _load(self) -> Any:

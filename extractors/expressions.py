@@ -67,7 +67,7 @@ class PrototypeExpressions:
     """An expression estimate for every face with AUs (the prompt picks the non-target ones)."""
 
     name: ClassVar[str] = "expressions"
-    version: ClassVar[str] = "2"  # 2: AU6 optional for happy
+    version: ClassVar[str] = "3"  # 2: AU6 optional for happy; 3: only measured AUs count
     provides: ClassVar[tuple[str, ...]] = ("expressions",)
     requires: ClassVar[tuple[str, ...]] = ("aus",)
 

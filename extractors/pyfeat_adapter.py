@@ -147,6 +147,11 @@ class PyFeatAUs:
         # the device is in the key as documented: CPU and CUDA kernels round differently
         return {"au_model": self.au_model, "emotion_model": self.emotion_model, "device": self.device}
 
+    def preflight(self) -> None:
+        """Import py-feat and load its models before a run starts, so a missing package or
+        missing hub weights are said once, at the start, not only in every record."""
+        self._load()
+
     def _load(self) -> Any:
         if self._detector is not None:
             return self._detector

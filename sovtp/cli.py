@@ -127,6 +127,41 @@ def _parse_cues(cues: str | None) -> frozenset[str] | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+def with_blendshapes(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The extractors of a run given --face-landmarker: ``blendshapes`` in place of the
+    geometric ``aus``, or after the rest when there is none; a list that names
+    ``blendshapes`` itself keeps the user's order (e.g. after ``aus``, to lay its values
+    over the geometric ones per face)."""
+    if "blendshapes" in names:
+        return names
+    names = tuple("blendshapes" if n == "aus" else n for n in names)
+    return names if "blendshapes" in names else (*names, "blendshapes")
+
+
+@contextmanager
+def say_skipped_extractors():
+    """Print each extractor that cannot run here (:class:`ExtractorSkippedWarning`, found
+    before the run starts) once, as a yellow line, instead of a Python warning."""
+    import warnings
+
+    from sovtp.extract import ExtractorSkippedWarning
+
+    said: set[str] = set()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, ExtractorSkippedWarning):
+            return shown(message, category, filename, lineno, file, line)
+        if str(message) not in said:
+            said.add(str(message))
+            err.print(f"[yellow]Warning:[/] {escape(str(message))}", soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ExtractorSkippedWarning)
+        warnings.showwarning = show
+        yield
+
+
 def _config(**kw):
     from sovtp.labels import load_label_set
     from sovtp.pipeline import DEFAULT_EXTRACTORS, RunConfig
@@ -147,10 +182,7 @@ def _config(**kw):
         params["yolo_pose"] = {"weights": str(pose_weights)}
     face_landmarker = kw.pop("face_landmarker", None)
     if face_landmarker is not None:
-        if "blendshapes" not in names:  # listed already: the user's order stands
-            names = tuple("blendshapes" if n == "aus" else n for n in names)
-            if "blendshapes" not in names:
-                names += ("blendshapes",)
+        names = with_blendshapes(names)
         params["blendshapes"] = {"model": str(face_landmarker)}
     no_cache = kw.pop("no_cache")
     cache_dir = kw.pop("cache_dir")
@@ -426,7 +458,7 @@ def run(
         )
     with stop_on_sigterm():
         try:
-            with _user_errors():
+            with _user_errors(), say_skipped_extractors():
                 if runner == "ray":
                     from sovtp.runners.ray_runner import run_ray
 
@@ -494,7 +526,7 @@ def prompt(
     _hint_frame_folders(items, frame_folders)
     root = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
     failures = 0
-    with _user_errors():
+    with _user_errors(), say_skipped_extractors():
         written_items = preview(items, out_dir=out_dir, config=config, html=html, root=root)
     for item, written in written_items:
         if isinstance(written, str):

@@ -14,6 +14,7 @@ module (and its heavy imports) loads only when the plugin is used.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import time
@@ -36,6 +37,12 @@ class ExtractorUnavailable(RuntimeError):
     The message is one sentence naming the fix; the run continues without this cue."""
 
 
+class ExtractorSkippedWarning(UserWarning):
+    """Issued once before a run when an extractor's ``preflight`` finds that it cannot run
+    here: the run goes on without its cues (each record lists it under ``cues_skipped``),
+    and the CLI prints the sentence in yellow instead of leaving it to the records."""
+
+
 @runtime_checkable
 class Extractor(Protocol):
     """A cue extractor plugin.
@@ -56,9 +63,10 @@ class Extractor(Protocol):
     empty.
 
     An extractor may also define ``preflight()``, called once before a run starts: one
-    whose model is a file the user named loads it there, so that a missing or foreign
-    file stops the run in one sentence (``ExtractorUnavailable``) instead of leaving that
-    cue out of every item.
+    that needs a package or a model file loads it there, and its ``ExtractorUnavailable``
+    is said once (:class:`ExtractorSkippedWarning`) instead of only in every record. And
+    ``file_params``: names of parameters that are model files; run keys hold those files'
+    content instead of their paths.
     """
 
     name: ClassVar[str]
@@ -98,6 +106,16 @@ def load_extractor(name: str, **params: Any) -> Extractor:
             return factory(**params)
     known = ", ".join(p.name for p in installed_plugins()) or "none"
     raise KeyError(f"no extractor named {name!r} is installed (installed: {known}); check the name or install its package")
+
+
+@functools.lru_cache(maxsize=64)
+def extractor_class(name: str) -> Any | None:
+    """The class (or factory) registered under ``name``, without making an instance;
+    None when no plugin has that name."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    return None
 
 
 def _uses(ext: Extractor) -> tuple[str, ...]:

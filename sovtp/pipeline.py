@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,15 @@ from sovtp.backends.base import checkpoint_identity
 from sovtp.cache import JsonCache, default_cache_dir, stable_key
 from sovtp.cpus import decode_threads
 from sovtp.errors import UserError
-from sovtp.extract import ExtractionReport, Extractor, ExtractorUnavailable, load_extractor, run_extractors
+from sovtp.extract import (
+    ExtractionReport,
+    Extractor,
+    ExtractorSkippedWarning,
+    ExtractorUnavailable,
+    extractor_class,
+    load_extractor,
+    run_extractors,
+)
 from sovtp.inputs import InputItem
 from sovtp.labels import DFEW, LabelSet
 from sovtp.net import redact_url, scrub_urls
@@ -261,6 +270,7 @@ class Preparer:
             else [load_extractor(n, **config.extractor_params.get(n, {})) for n in config.extractors]
         )
         self.cue_cache = JsonCache(config.cache_dir, "cues") if config.cache_dir else None
+        self.unavailable: dict[str, str] = {}  # extractor -> why it cannot run (found by check)
         self.extractor_runs: dict[str, int] = {}
         # The frames of the last clip decoded in the background, weakly: its decoding thread
         # holds them until it ends, and the Preparer keeps no finished item's frames alive.
@@ -274,15 +284,23 @@ class Preparer:
         check_template(self.template, labels=self.config.labels)
         check_needs(self.template, {kind for e in self.extractors for kind in e.provides})
         check_combination(self.config, self.template, self.visual)
+        self.unavailable = {}
         for ext in self.extractors:
-            # An extractor whose model is a file the user named (--face-landmarker) loads
-            # it now: a foreign file would otherwise be a skipped cue on every item.
+            # An extractor that needs a package or a model file (--face-landmarker) loads it
+            # now: when it cannot, the run goes on without its cues (issue 3: the cues that
+            # can be computed still are), and the reason is said once here, not only in
+            # every record.
             preflight = getattr(ext, "preflight", None)
             if callable(preflight):
                 try:
                     preflight()
                 except ExtractorUnavailable as exc:
-                    raise UserError(f"the {ext.name} extractor cannot run: {exc}") from None
+                    self.unavailable[ext.name] = str(exc)
+                    warnings.warn(
+                        f"the {ext.name} extractor cannot run: {exc}; the run goes on without it (records list it under cues_skipped)",
+                        ExtractorSkippedWarning,
+                        stacklevel=2,
+                    )
 
     @property
     def visual(self) -> str:
@@ -411,15 +429,18 @@ class Preparer:
 
 
 def keyed_extractor_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``extractor_params`` as run keys hold them: a value that names an existing file (a
-    model the user gave, as --face-landmarker or --pose-weights do) becomes its content
-    digest, so resume follows the model, not the spelling of its path: another model
-    saved under the same name is answered anew, and ``./m.task`` is ``/abs/m.task``."""
+    """``extractor_params`` as run keys hold them: a parameter its extractor declares a
+    model file (``file_params``, e.g. ``blendshapes.model`` from --face-landmarker) is
+    the file's content digest, so resume follows the model, not the spelling of its path:
+    another model saved under the same name is answered anew, and ``./m.task`` is
+    ``/abs/m.task``. Every other value stays as given (a setting such as ``"full"`` is
+    never read as a file of that name)."""
     out: dict[str, dict[str, Any]] = {}
     for name, values in params.items():
+        files = set(getattr(extractor_class(name), "file_params", ()))
         keyed: dict[str, Any] = {}
         for key, value in values.items():
-            if isinstance(value, str | Path) and value and Path(value).expanduser().is_file():
+            if key in files and isinstance(value, str | Path) and value and Path(value).expanduser().is_file():
                 file = Path(value).expanduser().resolve()
                 stat = file.stat()
                 value = {"file_sha256": _file_digest(str(file), stat.st_size, stat.st_mtime_ns)}
@@ -736,10 +757,28 @@ def changed_settings(out: Path | str, config: RunConfig) -> list[str]:
     for name in sorted(set(before) | set(now)):
         if name == "model" and not now.get(name):
             continue  # the server's model, learnt later
-        if before.get(name) != now.get(name):
-            old, new = (json.dumps(v, default=str)[:40] for v in (before.get(name), now.get(name)))
-            changed.append(f"{name}: {old} -> {new}")
+        changed += _leaf_changes(name, before.get(name), now.get(name))
     return changed
+
+
+def _leaf_changes(name: str, old: Any, new: Any) -> list[str]:
+    """``name: old -> new`` for each differing leaf of two settings, dotted into nested
+    ones (``extractor_params.blendshapes.model.file_sha256: 64184e22… -> 9a1bc3d0…``), so
+    a change deep inside a long value is not cut off before it shows."""
+    import json
+
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in sorted(set(old) | set(new)) for change in _leaf_changes(f"{name}.{key}", old.get(key), new.get(key))]
+
+    def shown(value: Any) -> str:
+        if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value[:8] + "…"  # a digest
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 40 else text[:39] + "…"
+
+    return [f"{name}: {shown(old)} -> {shown(new)}"]
 
 
 def _manifest(config: RunConfig, preparer: Preparer, summary: RunSummary, started: float) -> dict[str, Any]:
