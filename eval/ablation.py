@@ -154,6 +154,8 @@ class Variant:
 
 def expand_grid(grid: Mapping[str, Sequence[str]], base: Any) -> list[Variant]:
     """Every combination, in grid order (the last axis varies fastest)."""
+    # AU sources have one spelling (the Python API skips parse_grid, which lower-cases them)
+    grid = {a: [v.lower() for v in vals] if a == "aus" else list(vals) for a, vals in grid.items()}
     axes = list(grid)
     variants = []
     for combo in itertools.product(*(grid[a] for a in axes)):
@@ -181,7 +183,8 @@ def find_variant(variants: Sequence[Variant], spec: str | None) -> Variant:
         axis, sep, value = part.partition("=")
         if not sep:
             break
-        wanted[axis.strip().lower()] = value.strip()
+        axis = axis.strip().lower()
+        wanted[axis] = value.strip().lower() if axis == "aus" else value.strip()
     matches = [v for v in variants if wanted and all(v.settings.get(a) == val for a, val in wanted.items())]
     if len(matches) == 1:
         return matches[0]
@@ -675,17 +678,19 @@ def ablate(
             raise AblationError("two variants map to the same results file name; use simpler grid values")
         if run:  # a variant every item would fail (its template, cues or settings) stops the grid before any runs
             from sovtp.errors import UserError
-            from sovtp.pipeline import Preparer
+            from sovtp.pipeline import Preparer, warn_skipped
 
             for v in variants:
                 preparer = Preparer(v.config)
                 try:
-                    preparer.check()  # what each variant's run checks first, for all of them at once
+                    preparer.check(warn=False)  # what each variant's run checks first, for all of them at once
                 except UserError as exc:
                     raise AblationError(f"variant {v.name}: {exc}") from None
                 source = AU_PROVIDERS.get(v.settings.get("aus", ""))
                 if source in preparer.unavailable:  # the one thing the variant is about cannot run
                     raise AblationError(f"variant {v.name}: the {source} extractor cannot run: {preparer.unavailable[source]}")
+                for name, reason in preparer.unavailable.items():
+                    warn_skipped(name, reason)
             _check_grid_models(variants, base)
         # --report-only scores the records the run made: with the answer keys that run stored
         # in plan.json (model, frames, labels...), so the options need not be repeated

@@ -361,7 +361,8 @@ def ablate_command(
         if face_landmarker is None and isinstance(stored_model, str) and Path(stored_model).is_file():
             face_landmarker = Path(stored_model)
     if face_landmarker is not None:
-        extractor_params["blendshapes"] = {"model": str(face_landmarker)}
+        # absolute: plan.json keeps it for --report-only, which may run from another folder
+        extractor_params["blendshapes"] = {"model": str(Path(face_landmarker).expanduser().resolve())}
         if "aus" not in g:  # as `sovtp run --face-landmarker`
             from sovtp.cli import with_blendshapes
 

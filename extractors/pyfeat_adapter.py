@@ -35,6 +35,7 @@ EMOTIONS = {
     "neutral": "neutral",
 }
 _AU_COLUMN = re.compile(r"^AU(\d+)$")
+NOT_INSTALLED = "py-feat is not installed; install it with `pip install 'sovtp[pyfeat]'` or use the offline geometric 'aus' extractor"
 
 
 def _f(value: Any) -> float | None:
@@ -141,6 +142,7 @@ class PyFeatAUs:
         self.emotion_model = emotion_model
         self.device = device
         self._detector: Any = None
+        self._failed: str | None = None  # why loading failed, said again without retrying
 
     @property
     def params(self) -> Mapping[str, Any]:
@@ -148,26 +150,32 @@ class PyFeatAUs:
         return {"au_model": self.au_model, "emotion_model": self.emotion_model, "device": self.device}
 
     def preflight(self) -> None:
-        """Import py-feat and load its models before a run starts, so a missing package or
-        missing hub weights are said once, at the start, not only in every record."""
-        self._load()
+        """Before a run starts: is py-feat installed? Only that. Its models are loaded where
+        they are used (each worker), not in a parent that would hold them for nothing;
+        missing hub weights are found by the first item and then not tried again."""
+        import importlib.util  # noqa: PLC0415
+
+        if importlib.util.find_spec("feat") is None:
+            raise ExtractorUnavailable(NOT_INSTALLED)
 
     def _load(self) -> Any:
         if self._detector is not None:
             return self._detector
+        if self._failed is not None:  # a hub timeout costs seconds: once per process is enough
+            raise ExtractorUnavailable(self._failed)
         try:
             from feat import Detector  # noqa: PLC0415
         except Exception:
-            raise ExtractorUnavailable(
-                "py-feat is not installed; install it with `pip install 'sovtp[pyfeat]'` or use the offline geometric 'aus' extractor"
-            ) from None
+            self._failed = NOT_INSTALLED
+            raise ExtractorUnavailable(NOT_INSTALLED) from None
         try:
             self._detector = Detector(au_model=self.au_model, emotion_model=self.emotion_model, device=self.device)
         except Exception as exc:
-            raise ExtractorUnavailable(
+            self._failed = (
                 f"py-feat could not load its model weights ({type(exc).__name__}); run it once with internet access "
                 "(or copy the weights into py-feat's resources folder) to pre-download them, or use the geometric 'aus' extractor"
-            ) from None
+            )
+            raise ExtractorUnavailable(self._failed) from None
         return self._detector
 
     def extract(self, clip: Clip, cues: Cues) -> Cues:

@@ -154,7 +154,17 @@ def say_skipped_extractors():
             return shown(message, category, filename, lineno, file, line)
         if str(message) not in said:
             said.add(str(message))
-            err.print(f"[yellow]Warning:[/] {escape(str(message))}", soft_wrap=True)
+            # Through sys.stderr, which a live progress bar (run's, ablate's) redirects to
+            # print above itself; a console of our own would write into the bar's line.
+            import io
+            import sys
+
+            from rich.console import Console
+
+            line = Console(file=io.StringIO(), force_terminal=err.is_terminal, color_system=err.color_system, width=err.width)
+            line.print(f"[yellow]Warning:[/] {escape(str(message))}", soft_wrap=True)
+            sys.stderr.write(line.file.getvalue())
+            sys.stderr.flush()
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", ExtractorSkippedWarning)
@@ -183,7 +193,7 @@ def _config(**kw):
     face_landmarker = kw.pop("face_landmarker", None)
     if face_landmarker is not None:
         names = with_blendshapes(names)
-        params["blendshapes"] = {"model": str(face_landmarker)}
+        params["blendshapes"] = {"model": str(Path(face_landmarker).expanduser().resolve())}
     no_cache = kw.pop("no_cache")
     cache_dir = kw.pop("cache_dir")
     include = _parse_cues(kw.pop("cues"))

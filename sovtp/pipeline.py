@@ -276,9 +276,10 @@ class Preparer:
         # holds them until it ends, and the Preparer keeps no finished item's frames alive.
         self._decoding: weakref.ref[FrameFeed] | None = None
 
-    def check(self) -> None:
+    def check(self, warn: bool = True) -> None:
         """Fail before any decode or model call if the template cannot render, or needs a
-        cue kind that none of the configured extractors provides."""
+        cue kind that none of the configured extractors provides; note (and with ``warn``
+        say) which extractors cannot run here."""
         from sovtp.compose import check_needs, check_template
 
         check_template(self.template, labels=self.config.labels)
@@ -286,21 +287,19 @@ class Preparer:
         check_combination(self.config, self.template, self.visual)
         self.unavailable = {}
         for ext in self.extractors:
-            # An extractor that needs a package or a model file (--face-landmarker) loads it
-            # now: when it cannot, the run goes on without its cues (issue 3: the cues that
-            # can be computed still are), and the reason is said once here, not only in
-            # every record.
+            # An extractor that needs a package or a model file (--face-landmarker) checks
+            # now: when it cannot run, the run goes on without its cues (issue 3: the cues
+            # that can be computed still are), and the reason is said once here, not only in
+            # every record. The ablation says it itself (warn=False): there a variant whose
+            # AU source cannot run stops instead.
             preflight = getattr(ext, "preflight", None)
             if callable(preflight):
                 try:
                     preflight()
                 except ExtractorUnavailable as exc:
                     self.unavailable[ext.name] = str(exc)
-                    warnings.warn(
-                        f"the {ext.name} extractor cannot run: {exc}; the run goes on without it (records list it under cues_skipped)",
-                        ExtractorSkippedWarning,
-                        stacklevel=2,
-                    )
+                    if warn:
+                        warn_skipped(ext.name, str(exc))
 
     @property
     def visual(self) -> str:
@@ -426,6 +425,16 @@ class Preparer:
         except Exception as exc:  # one item's bug must not stop the folder
             p.error, p.error_kind = f"{item.path.name}: could not prepare the prompt ({type(exc).__name__}: {exc})", "internal"
         return p
+
+
+def warn_skipped(name: str, reason: str) -> None:
+    """Say once, before the first item, that extractor ``name`` cannot run (see
+    :class:`sovtp.extract.ExtractorSkippedWarning`)."""
+    warnings.warn(
+        f"the {name} extractor cannot run: {reason}; the run goes on without it (records list it under cues_skipped)",
+        ExtractorSkippedWarning,
+        stacklevel=3,
+    )
 
 
 def keyed_extractor_params(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -771,6 +780,12 @@ def _leaf_changes(name: str, old: Any, new: Any) -> list[str]:
         return []
     if isinstance(old, dict) and isinstance(new, dict):
         return [change for key in sorted(set(old) | set(new)) for change in _leaf_changes(f"{name}.{key}", old.get(key), new.get(key))]
+    if isinstance(old, list) and isinstance(new, list):  # extractors, labels: what came and went
+        gone = [json.dumps(x, default=str) for x in old if x not in new]
+        came = [json.dumps(x, default=str) for x in new if x not in old]
+        if gone or came:
+            return [f"{name}: " + " ".join([*(f"-{x}" for x in gone), *(f"+{x}" for x in came)])]
+        return [f"{name}: the same entries in another order"]
 
     def shown(value: Any) -> str:
         if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):

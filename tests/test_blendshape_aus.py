@@ -200,6 +200,8 @@ def test_listing_blendshapes_after_aus_keeps_the_geometric_aus_where_it_finds_no
     assert names(None) == ("faces", "landmarks", "blendshapes", "pose", "scene", "expressions")
     assert names("faces,landmarks,aus,blendshapes,expressions") == ("faces", "landmarks", "aus", "blendshapes", "expressions")
     assert names("faces,pose") == ("faces", "pose", "blendshapes")
+    relative = _config(labels="dfew", extractors=None, face_landmarker=Path("m.task"), no_cache=True, cache_dir=None, cues=None)
+    assert Path(relative.extractor_params["blendshapes"]["model"]).is_absolute()  # manifests are read from other folders
 
 
 def test_expressions_are_keyed_on_every_au_provider_they_read(media: Path, landmarker: Path, tmp_path: Path) -> None:
@@ -299,6 +301,10 @@ def test_a_rerun_with_another_model_file_names_the_digests_that_differ(landmarke
     assert changed_settings(out, config(landmarker)) == []
     (change,) = changed_settings(out, config(other))
     assert change.startswith("extractor_params.blendshapes.model.file_sha256: 64184e22… -> "), change
+    more = RunConfig(
+        extractors=("faces", "blendshapes", "pyfeat"), extractor_params={"blendshapes": {"model": str(landmarker)}}, cache_dir=None
+    )
+    assert changed_settings(out, more) == ['extractors: +"pyfeat"']
 
 
 def test_ablation_au_sources_are_checked_spelt_one_way_and_bring_their_mesh(media: Path, landmarker: Path, tmp_path: Path) -> None:
@@ -313,11 +319,21 @@ def test_ablation_au_sources_are_checked_spelt_one_way_and_bring_their_mesh(medi
     assert variants["aus=geometric"].extractors == ("faces", "pose", "scene", "expressions", "landmarks", "aus")
     assert variants["aus=geometric"].extractor_params == {}
     assert variants["aus=blendshapes"].extractors == ("faces", "pose", "scene", "expressions", "blendshapes")
-    # py-feat is not installed here: its variant would run without AUs, so it is refused up front
-    with pytest.raises(A.AblationError, match=r"variant aus=pyfeat: the pyfeat extractor cannot run: py-feat is not installed"):
-        items = [A.InputItem(media / "single_face.jpg", {"label": "happy"})]
-        cfg = RunConfig(backend="openai", model="m", template="direct", extractors=("faces", "landmarks", "aus"), cache_dir=None)
-        A.ablate(items, {"aus": ["geometric", "pyfeat"]}, cfg, tmp_path / "ab", n_boot=0, examples=0)
+    assert A.find_variant(A.expand_grid(grid, base), "aus=Geometric").name == "aus=geometric"
+    # py-feat is not installed here: its variant would run without AUs, so it is refused up
+    # front (in any spelling, also from the Python API), and not announced as skipped first
+    import warnings
+
+    from sovtp.extract import ExtractorSkippedWarning
+
+    items = [A.InputItem(media / "single_face.jpg", {"label": "happy"})]
+    cfg = RunConfig(backend="openai", model="m", template="direct", extractors=("faces", "landmarks", "aus"), cache_dir=None)
+    for spelling in ("pyfeat", "PyFeat"):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            with pytest.raises(A.AblationError, match=r"variant aus=pyfeat: the pyfeat extractor cannot run: py-feat is not installed"):
+                A.ablate(items, {"aus": ["geometric", spelling]}, cfg, tmp_path / f"ab-{spelling}", n_boot=0, examples=0)
+        assert not [w for w in said if issubclass(w.category, ExtractorSkippedWarning)]
 
 
 def test_report_only_draws_its_examples_with_the_runs_face_landmarker(media: Path, landmarker: Path, tmp_path: Path) -> None:
@@ -344,3 +360,41 @@ def test_report_only_draws_its_examples_with_the_runs_face_landmarker(media: Pat
     assert again.exit_code == 0, again.output
     (prompt,) = (out / "previews").rglob("prompt.txt")
     assert "blendshape scores of MediaPipe" in prompt.read_text()
+
+
+def test_the_warning_prints_above_the_progress_bar_on_a_terminal(media: Path, tmp_path: Path) -> None:
+    """On a terminal the run's progress bar is live when the check finds an extractor that
+    cannot run: the Warning line must start a line of its own, not continue the bar's."""
+    import pty
+    import select
+
+    from tests.helpers.servers import FaultServer
+
+    sovtp = str(Path(sys.executable).parent / "sovtp")
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "SOVTP_CACHE_DIR": str(tmp_path / "cache")}
+    with FaultServer() as server:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sovtp, "run", str(media / "single_face.jpg"), "--backend", "openai", "--base-url", server.base_url, "--model", "m",
+             "--extractors", "faces,landmarks,aus,pyfeat", "--template", "direct", "--workers", "1", "--out", str(tmp_path / "r.jsonl")],
+            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env,
+        )  # fmt: skip
+        os.close(slave)
+        shown = b""
+        while True:  # drain the terminal until the command exits
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(timeout=60) == 0, shown.decode(errors="replace")
+        os.close(master)
+    at = shown.find(b"Warning:")
+    assert at > 0 and shown.count(b"the pyfeat extractor cannot run") == 1, shown.decode(errors="replace")
+    before = shown[:at].replace(b"\x1b[33m", b"")  # the word's own colour
+    assert before.endswith((b"\n", b"\r\x1b[2K")), before[-80:]

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from sovtp.extractors.pyfeat_adapter import fex_to_cues
+from sovtp.extractors.pyfeat_adapter import PyFeatAUs, fex_to_cues
 from sovtp.extractors.yolo_pose import COCO_TO_BLAZE, YoloPose, results_to_arrays, to_blaze, yolo_arrays_to_poses
 
 from sovtp.extract import ExtractorUnavailable
@@ -204,3 +204,27 @@ def test_extractor_params_for_an_extractor_not_in_the_run_are_refused(media: Pat
 
     with pytest.raises(UserError, match=r"extractor_params names 'face', which the run does not use"):
         sovtp.extract_cues(media / "single_face.jpg", extractor_params={"face": {"overlap_eps": 0.3}}, cache_dir=None)
+
+
+def test_pyfeat_preflight_loads_no_model_and_a_failed_load_is_not_retried(tmp_path, monkeypatch) -> None:
+    """The runner's check before the first item only asks whether py-feat is installed (a
+    parent process would hold its models for nothing); a load that fails (hub weights
+    unreachable, seconds each) is not tried again for every item."""
+    import sys
+
+    package = tmp_path / "feat"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "CALLS = []\nclass Detector:\n    def __init__(self, **kw):\n        CALLS.append(kw)\n        raise OSError('hub unreachable')\n"
+    )  # a stand-in for py-feat (not installable here), named as such
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "feat", raising=False)
+    import feat
+
+    extractor = PyFeatAUs()
+    extractor.preflight()
+    assert feat.CALLS == []
+    for _ in range(3):
+        with pytest.raises(ExtractorUnavailable, match="could not load its model weights"):
+            extractor._load()
+    assert len(feat.CALLS) == 1
