@@ -678,8 +678,9 @@ def ablate(
             raise AblationError("two variants map to the same results file name; use simpler grid values")
         if run:  # a variant every item would fail (its template, cues or settings) stops the grid before any runs
             from sovtp.errors import UserError
-            from sovtp.pipeline import Preparer, warn_skipped
+            from sovtp.pipeline import Preparer, warn_skipped, without_unavailable
 
+            checked: list[Variant] = []
             for v in variants:
                 preparer = Preparer(v.config)
                 try:
@@ -691,6 +692,9 @@ def ablate(
                     raise AblationError(f"variant {v.name}: the {source} extractor cannot run: {preparer.unavailable[source]}")
                 for name, reason in preparer.unavailable.items():
                     warn_skipped(name, reason)
+                checked.append(replace(v, config=without_unavailable(v.config, preparer)))  # the keys its run will make
+            variants = checked
+            base_variant = find_variant(variants, base_variant.name)
             _check_grid_models(variants, base)
         # --report-only scores the records the run made: with the answer keys that run stored
         # in plan.json (model, frames, labels...), so the options need not be repeated

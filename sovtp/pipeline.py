@@ -87,6 +87,10 @@ class RunConfig:
     batch_size: int | None = None  # None: the backend's preference
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     backend_options: dict[str, Any] = field(default_factory=dict, repr=False)  # base_url, timeout, api_key...: kept out of repr (the key)
+    # Set by the runner after its check: extractors that could not run here (py-feat not
+    # installed, a broken model file). Part of the run key, so records made without them
+    # are answered again once they can run, instead of being skipped as done.
+    unavailable_extractors: tuple[str, ...] = ()
 
     def answer_key(self) -> dict[str, Any]:
         from sovtp.compose import template_digest
@@ -116,6 +120,7 @@ class RunConfig:
             "seed": self.seed,
             # only when set, so run keys of earlier runs (and of every video) stay as they were
             **({"frame_rate": self.frame_rate} if self.frame_rate is not None else {}),
+            **({"unavailable_extractors": list(self.unavailable_extractors)} if self.unavailable_extractors else {}),
             # a local checkpoint folder: its files, so weights saved again into the same folder
             # are not taken for the model that made the records (resume would skip every item)
             **({"model_files": files} if (files := checkpoint_identity(self.model) if self.model else None) else {}),
@@ -427,6 +432,13 @@ class Preparer:
         return p
 
 
+def without_unavailable(config: RunConfig, preparer: Preparer) -> RunConfig:
+    """``config`` naming the extractors its checked ``preparer`` found unable to run here
+    (see ``RunConfig.unavailable_extractors``)."""
+    names = tuple(sorted(preparer.unavailable))
+    return config if names == config.unavailable_extractors else replace(config, unavailable_extractors=names)
+
+
 def warn_skipped(name: str, reason: str) -> None:
     """Say once, before the first item, that extractor ``name`` cannot run (see
     :class:`sovtp.extract.ExtractorSkippedWarning`)."""
@@ -603,6 +615,7 @@ async def run_items_async(
     own_preparer = preparer is None  # a caller's Preparer (custom extractors) stays in this process
     preparer = preparer or Preparer(config)
     preparer.check()  # a broken template or a missing cue fails before any decode or model call
+    config = without_unavailable(config, preparer)
     writer = ResultsWriter(out)
     summary = RunSummary(out=out, total=len(items))
     manifest_path = out.with_name(out.stem + ".manifest.json")

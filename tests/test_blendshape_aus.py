@@ -398,3 +398,56 @@ def test_the_warning_prints_above_the_progress_bar_on_a_terminal(media: Path, tm
     assert at > 0 and shown.count(b"the pyfeat extractor cannot run") == 1, shown.decode(errors="replace")
     before = shown[:at].replace(b"\x1b[33m", b"")  # the word's own colour
     assert before.endswith((b"\n", b"\r\x1b[2K")), before[-80:]
+
+
+def test_items_answered_without_an_extractor_are_answered_again_once_it_can_run(media: Path, tmp_path: Path) -> None:
+    """A run that went on without an extractor (py-feat not installed) is not 'done' for
+    a run that has it: once it is installed, the rerun answers every item again, with
+    the same settings otherwise."""
+    import json
+
+    from tests.helpers.servers import FaultServer
+
+    stand_in = tmp_path / "site" / "feat"  # a stand-in for py-feat (not installable here), named as such
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("class Detector:\n    def __init__(self, **kw):\n        raise OSError('no hub here')\n")
+    sovtp = str(Path(sys.executable).parent / "sovtp")
+    env = {**os.environ, "SOVTP_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "results.jsonl"
+    with FaultServer() as server:
+        command = [sovtp, "run", str(media / "single_face.jpg"), "--backend", "openai", "--base-url", server.base_url, "--model", "m",
+                   "--extractors", "faces,landmarks,aus,pyfeat", "--template", "direct", "--workers", "1", "--out", str(out)]  # fmt: skip
+        first = subprocess.run(command, capture_output=True, text=True, env=env)
+        again = subprocess.run(command, capture_output=True, text=True, env=env)
+        installed = subprocess.run(command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(tmp_path / "site")})
+    assert first.returncode == again.returncode == installed.returncode == 0, installed.stderr
+    assert "the pyfeat extractor cannot run: py-feat is not installed" in first.stderr
+    assert "1 already done" in again.stderr  # still not installed: nothing to redo
+    assert "1 item(s) written" in installed.stderr and 'unavailable_extractors: ["pyfeat"] -> null' in installed.stderr, installed.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["cues_skipped"]["pyfeat"].split(";")[0] for r in records] == [
+        "py-feat is not installed",
+        "py-feat could not load its model weights (OSError)",
+    ]
+
+
+def test_an_ablation_scores_the_variants_that_ran_without_an_extractor(media: Path, tmp_path: Path) -> None:
+    """py-feat is not installed: every variant runs without it (said once) and the table
+    still finds their records (their run keys name the missing extractor)."""
+    import warnings
+
+    from sovtp.eval import ablation as A
+
+    from sovtp.pipeline import RunConfig
+    from tests.helpers.servers import FaultServer
+
+    items = [A.InputItem(media / "single_face.jpg", {"label": "happy"}), A.InputItem(media / "multi_face.jpg", {"label": "happy"})]
+    with FaultServer() as server, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        base = RunConfig(
+            backend="openai", model="m", template="direct", extractors=("faces", "landmarks", "aus", "pyfeat"), cache_dir=None,
+            backend_options={"base_url": server.base_url, "max_retries": 0},
+        )  # fmt: skip
+        outcome = A.ablate(items, {"visual": ["none", "box"]}, base, tmp_path / "ab", n_boot=0, examples=0)
+    assert {row["name"]: row["n"] for row in outcome.summary["variants"]} == {"visual=none": 2, "visual=box": 2}
+    assert any("the pyfeat extractor cannot run" in str(w.message) for w in said)

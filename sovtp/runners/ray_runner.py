@@ -330,7 +330,7 @@ def run_ray(
     interchangeable with :func:`sovtp.pipeline.run_items`). Joins ``address`` or starts
     a local Ray instance with ``config.workers`` CPUs (default: all), and shuts down
     only a Ray it started itself."""
-    from sovtp.pipeline import Preparer, _make_backend, _manifest
+    from sovtp.pipeline import Preparer, _make_backend, _manifest, without_unavailable
     from sovtp.results import ResultsWriter, write_json_atomic
 
     require_ray()
@@ -338,6 +338,8 @@ def run_ray(
     started = time.time()
     preparer = Preparer(config)  # driver side: template and extractor identities for checks and the manifest
     preparer.check()
+    config = without_unavailable(config, preparer)  # keys as the local runner makes them
+    preparer.config = config
     if config.backend not in _LOCAL_MODEL_BACKENDS:
         served = asyncio.run(_check_backend(_make_backend(config)))  # a dead server fails here, before Ray starts
         if not config.model and served:
