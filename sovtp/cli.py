@@ -457,9 +457,9 @@ def run(
         )
         raise typer.Exit(2)
     _hint_frame_folders(items, frame_folders)
-    from sovtp.pipeline import changed_settings
+    from sovtp.pipeline import changed_settings, checked_config
 
-    changed = changed_settings(out_path, config)
+    changed = changed_settings(out_path, checked_config(config))
     if changed:
         err.print(
             f"[yellow]Note:[/] {escape(str(out_path))} holds records made with other settings ({escape('; '.join(changed[:4]))}{' ...' if len(changed) > 4 else ''}). "

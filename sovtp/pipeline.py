@@ -432,6 +432,18 @@ class Preparer:
         return p
 
 
+def checked_config(config: RunConfig) -> RunConfig:
+    """``config`` as the run will key its records: with the extractors that cannot run
+    here (the same check the run makes, said by the run itself, not here). A config the
+    check rejects comes back as given; the run then says why."""
+    try:
+        preparer = Preparer(config)
+        preparer.check(warn=False)
+    except Exception:
+        return config
+    return without_unavailable(config, preparer)
+
+
 def without_unavailable(config: RunConfig, preparer: Preparer) -> RunConfig:
     """``config`` naming the extractors its checked ``preparer`` found unable to run here
     (see ``RunConfig.unavailable_extractors``)."""

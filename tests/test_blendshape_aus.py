@@ -423,6 +423,7 @@ def test_items_answered_without_an_extractor_are_answered_again_once_it_can_run(
     assert first.returncode == again.returncode == installed.returncode == 0, installed.stderr
     assert "the pyfeat extractor cannot run: py-feat is not installed" in first.stderr
     assert "1 already done" in again.stderr  # still not installed: nothing to redo
+    assert "other settings" not in again.stderr  # and nothing changed
     assert "1 item(s) written" in installed.stderr and 'unavailable_extractors: ["pyfeat"] -> null' in installed.stderr, installed.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["cues_skipped"]["pyfeat"].split(";")[0] for r in records] == [
