@@ -6,8 +6,8 @@ geometric estimator is hand-built. MediaPipe's face landmarker bundle (3.7 MB,
 Apache-2.0, ``face_landmarker/float16/1``) carries a small learned model that scores the
 52 ARKit blendshapes from the face mesh (with the landmarker's own detector and mesh,
 about 8 ms a face on a 2-core CPU), and needs nothing beyond the mediapipe sovtp already
-pins. The 0.10.21 wheel does not ship the
-bundle, so it is a file the user downloads once::
+pins. The 0.10.21 wheel does not ship the bundle, so it is a file the user downloads
+once::
 
     https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task
 

@@ -459,7 +459,8 @@ def run(
     _hint_frame_folders(items, frame_folders)
     from sovtp.pipeline import changed_settings, checked_config
 
-    changed = changed_settings(out_path, checked_config(config))
+    # checked as the run will key its records (a fresh file has nothing to compare: no check)
+    changed = changed_settings(out_path, checked_config(config)) if out_path.exists() else []
     if changed:
         err.print(
             f"[yellow]Note:[/] {escape(str(out_path))} holds records made with other settings ({escape('; '.join(changed[:4]))}{' ...' if len(changed) > 4 else ''}). "
