@@ -394,6 +394,11 @@ def ablate_command(
 
             said.add(result.error or "")
             bar.console.print(f"{item_message(result)} ({escape(variant.name)})", soft_wrap=True)
+            said.update(result.notes)
+        for note in result.notes:  # a cut-short video: said once, not once per variant
+            if note not in said:
+                said.add(note)
+                bar.console.print(f"[yellow]warning[/] {escape(note)}", soft_wrap=True)
         bar.update(task, advance=1, description=escape(variant.name))
 
     def on_variant(variant, row) -> None:

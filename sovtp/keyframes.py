@@ -11,6 +11,8 @@ temporal order.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sovtp.types import Clip, Cues, FaceAUs, Frame
 from sovtp.video import uniform_positions
 
@@ -44,18 +46,7 @@ def select_au_peak(clip: Clip, cues: Cues, n: int) -> tuple[Clip, Cues]:
         chosen = sorted(ranked + fill, key=lambda f: f.position)
     remap = {f.position: i for i, f in enumerate(chosen)}
     new_frames = tuple(Frame(position=remap[f.position], index=f.index, timestamp=f.timestamp, image=f.image) for f in chosen)
-    new_clip = Clip(
-        path=clip.path,
-        content_hash=clip.content_hash,
-        frames=new_frames,
-        fps=clip.fps,
-        duration=clip.duration,
-        width=clip.width,
-        height=clip.height,
-        frame_count=clip.frame_count,
-        is_image=clip.is_image,
-    )
-    return new_clip, reindex_cues(cues, remap)
+    return replace(clip, frames=new_frames), reindex_cues(cues, remap)
 
 
 def reindex_cues(cues: Cues, remap: dict[int, int]) -> Cues:

@@ -529,6 +529,7 @@ def _base_result(p: Prepared, config: RunConfig) -> Result:
         privacy=config.privacy,
         run_key=p.run_key,
         timings={k: round(v, 5) for k, v in p.timings.items()},
+        notes=[clip.note] if clip is not None and clip.note else [],
         meta={**p.item.meta},
     )
 

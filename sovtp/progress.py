@@ -19,7 +19,17 @@ RAW_SHOWN = 80  # characters of an invalid answer shown on the terminal (the rec
 
 
 def item_message(r: Result) -> str | None:
-    """The rich-markup line to print for a finished item, or None when it went well."""
+    """The rich-markup lines to print for a finished item, or None when it went well."""
+    from rich.markup import escape
+
+    notes = "".join(f"\n[yellow]warning[/] {escape(note)}" for note in r.notes)  # said, and the item went on
+    message = _outcome_message(r)
+    if message is None:
+        return notes[1:] or None
+    return message + notes
+
+
+def _outcome_message(r: Result) -> str | None:
     from rich.markup import escape
 
     name = Path(r.path).name

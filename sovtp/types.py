@@ -127,6 +127,9 @@ class Clip:
     height: int
     frame_count: int | None
     is_image: bool = False
+    # One sentence about the input that the run should say while it goes on with it (a
+    # video cut short: only part of what its header promises decodes); kept in the record.
+    note: str | None = None
 
     @classmethod
     def still(cls, path: Path, image: np.ndarray, content_hash: str) -> Clip:
@@ -437,4 +440,5 @@ class Result(BaseModel):
     privacy: str = "none"
     run_key: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)  # stage -> seconds
+    notes: list[str] = Field(default_factory=list)  # what the run said about this input while going on with it (a cut-short video)
     meta: dict[str, Any] = Field(default_factory=dict)

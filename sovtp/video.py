@@ -368,11 +368,17 @@ def _read_video(
             first = frames[0]
         th, tw = first.image.shape[:2]  # after any display rotation (portrait phone video)
         found = feed.source_frames
+        note = None
         if found and header_frames and fps and found < 0.9 * header_frames:
             # a truncated file: the header promises more than its packets hold, and the
             # frames were sampled over what is there; the prompt must not call 1 s of
-            # video "19.68 s long"
+            # video "19.68 s long", and the user should hear of it (a download cut short)
+            promised = duration if duration else header_frames / fps
             duration = found / fps
+            note = (
+                f"{path.name}: only {duration:.2f} s of the {promised:.2f} s its header promises decode (the file is cut short), "
+                "so its frames were sampled from that part; download or export it again"
+            )
         return Clip(
             path=path,
             content_hash=digest,
@@ -383,6 +389,7 @@ def _read_video(
             height=th,
             frame_count=feed.source_frames or header_frames,
             is_image=False,
+            note=note,
         )
     finally:
         if not handed_over:

@@ -110,6 +110,41 @@ def test_a_truncated_videos_length_is_what_its_file_holds(media: Path, tmp_path:
     clip = read_clip(p, num_frames=3)
     assert clip.frame_count == 24 and clip.duration == pytest.approx(1.0, abs=0.05)
     assert max(f.timestamp for f in clip.frames) < clip.duration
+    assert clip.note == (
+        "cut.mp4: only 1.00 s of the 19.68 s its header promises decode (the file is cut short), "
+        "so its frames were sampled from that part; download or export it again"
+    )
+    assert read_clip(media / "WolfgangLanger_Pexels.mp4", num_frames=3).note is None
+
+
+def test_a_run_says_which_video_is_cut_short_and_goes_on_with_it(media: Path, tmp_path: Path):
+    """A download cut short is not an error (what decodes is answered), but the user hears
+    of it as it happens, and the record keeps the sentence."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.servers import FaultServer
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    (data / "cut.mp4").write_bytes((media / "WolfgangLanger_Pexels.mp4").read_bytes()[:100_000])
+    (data / "whole.mp4").write_bytes((media / "single_face.mp4").read_bytes())
+    out = tmp_path / "results.jsonl"
+    env = {**os.environ, "SOVTP_CACHE_DIR": str(tmp_path / "cache")}
+    with FaultServer() as server:
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "sovtp"), "run", str(data), "--backend", "openai", "--base-url", server.base_url,
+             "--model", "m", "--frames", "3", "--workers", "1", "--out", str(out)],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "cut short" in line]
+    assert len(said) == 1 and said[0].startswith("warning cut.mp4: only 1.00 s"), proc.stderr
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["cut.mp4"]["status"] == "ok" and "cut short" in records["cut.mp4"]["notes"][0]
+    assert records["whole.mp4"]["notes"] == []
 
 
 def test_header_only_fragment_is_an_error(media: Path, tmp_path: Path):
