@@ -398,7 +398,9 @@ def ablate_command(
         for note in result.notes:  # a cut-short video: said once, not once per variant
             if note not in said:
                 said.add(note)
-                bar.console.print(f"[yellow]warning[/] {escape(note)}", soft_wrap=True)
+                from sovtp.progress import note_message
+
+                bar.console.print(note_message(note), soft_wrap=True)
         bar.update(task, advance=1, description=escape(variant.name))
 
     def on_variant(variant, row) -> None:

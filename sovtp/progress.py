@@ -20,13 +20,15 @@ RAW_SHOWN = 80  # characters of an invalid answer shown on the terminal (the rec
 
 def item_message(r: Result) -> str | None:
     """The rich-markup lines to print for a finished item, or None when it went well."""
+    lines = [m for m in (_outcome_message(r), *map(note_message, r.notes)) if m is not None]
+    return "\n".join(lines) or None
+
+
+def note_message(note: str) -> str:
+    """The rich-markup line for a note about an input the run went on with (a cut-short video)."""
     from rich.markup import escape
 
-    notes = "".join(f"\n[yellow]warning[/] {escape(note)}" for note in r.notes)  # said, and the item went on
-    message = _outcome_message(r)
-    if message is None:
-        return notes[1:] or None
-    return message + notes
+    return f"[yellow]warning[/] {escape(note)}"
 
 
 def _outcome_message(r: Result) -> str | None:
